@@ -17,7 +17,7 @@ tests use it to prove the batched path computes the same thing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ from torch.func import grad, vmap
 
 from metarl.params import Params
 
-InnerLR = Union[float, Tensor, Mapping[str, Tensor]]
+InnerLR = float | Tensor | Mapping[str, Tensor]
 LossFn = Callable[[Params, Any], Tensor]
 
 

@@ -1,0 +1,1 @@
+"""Meta-learning algorithms, one file each, reading like their papers' pseudocode."""

@@ -1,0 +1,19 @@
+"""Networks for the supervised task families."""
+
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(sizes: tuple[int, ...], activation: str = "relu") -> nn.Sequential:
+    """``sizes = (in, h1, ..., out)``; activation between layers, none after the last."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``metarl-train`` and ``metarl-evaluate``."""
