@@ -1,0 +1,178 @@
+"""One MuJoCo task family = one XML model + pure observation and reward functions.
+
+Both the Gymnasium env (one ``MjData``, ``mujoco.mj_step``) and the batched simulator
+(``mujoco.batch.Batch``, native thread pool) call the same ``observe`` and ``reward`` on
+``[B, ...]`` arrays (``B = 1`` for the Gymnasium env), so there is one reward definition.
+
+Physics, initial state and observation follow Gymnasium's v5 environments: the XML models
+shipped with Gymnasium, ``frame_skip = 5``, ``qpos = qpos0 + U[-0.1, 0.1]``,
+``qvel = 0.1 * N(0, 1)``, drawn from the env's ``np_random`` (the same seed gives the same start
+in both paths). Actions are clipped to the actuators' ``ctrlrange`` ([-1, 1] for both robots,
+which MuJoCo would clamp to anyway); the control cost is charged on the clipped action, i.e. on
+the torque actually applied, so an out-of-range Gaussian sample is not penalised twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium
+import mujoco
+import mujoco.batch
+import numpy as np
+from gymnasium import spaces
+
+from envs.batched import BatchedSim
+from envs.tasks import RNG, as_rng, check_actions, check_task, task_array
+
+# observe(qpos [B, nq], qvel [B, nv]) -> obs [B, obs_dim]
+ObserveFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# reward(qpos_before [B, nq], qpos [B, nq], qvel [B, nv], action [B, nu], task [B, k], dt)
+#   -> (reward [B], terminated [B] bool)
+RewardFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class MujocoFamily:
+    name: str
+    xml_file: str  # under gymnasium/envs/mujoco/assets
+    task_type: type
+    sample_tasks: Callable[[int, RNG], list]
+    default_task: Any
+    observe: ObserveFn
+    reward: RewardFn
+    frame_skip: int = 5
+    reset_noise_scale: float = 0.1
+
+
+@functools.cache
+def load_model(xml_file: str) -> mujoco.MjModel:
+    path = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", xml_file)
+    return mujoco.MjModel.from_xml_path(path)
+
+
+def initial_state(
+    model: mujoco.MjModel, rng: np.random.Generator, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gymnasium v5's reset noise, drawn in its order (uniform qpos, then normal qvel)."""
+    qpos = model.qpos0 + rng.uniform(low=-scale, high=scale, size=model.nq)
+    qvel = scale * rng.standard_normal(model.nv)
+    return qpos, qvel
+
+
+class MujocoTaskEnv(gymnasium.Env):
+    """Gymnasium env of a MuJoCo task family; the task is set by ``set_task`` or
+    ``reset(options={"task": task})`` and kept across resets."""
+
+    family: ClassVar[MujocoFamily]
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, task: Any = None, render_mode: str | None = None) -> None:
+        if render_mode is not None:
+            raise ValueError(f"{self.family.name}: rendering is not supported (render_mode=None)")
+        fam = self.family
+        self.model = load_model(fam.xml_file)
+        self.data = mujoco.MjData(self.model)
+        self.dt = float(self.model.opt.timestep * fam.frame_skip)
+        low, high = self.model.actuator_ctrlrange.T
+        self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32))
+        obs_dim = fam.observe(self.data.qpos[None], self.data.qvel[None]).shape[1]
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
+        self.set_task(fam.default_task if task is None else task)
+
+    def sample_tasks(self, n: int, rng: RNG = None) -> list:
+        return self.family.sample_tasks(n, as_rng(rng))
+
+    def set_task(self, task: Any) -> None:
+        self.task = check_task(task, self.family.task_type, self.family.name)
+        self._task_array = task.array()[None]
+
+    def _obs(self) -> np.ndarray:
+        return self.family.observe(self.data.qpos[None], self.data.qvel[None])[0]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        qpos, qvel = initial_state(self.model, self.np_random, self.family.reset_noise_scale)
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = qvel
+        mujoco.mj_forward(self.model, self.data)
+        return self._obs(), {"task": self.task}
+
+    def step(self, action):
+        a = check_actions(action, self.action_space.shape, self.family.name)
+        a = np.clip(a, self.action_space.low, self.action_space.high)[None]
+        qpos_before = self.data.qpos.copy()[None]
+        self.data.ctrl[:] = a[0]
+        mujoco.mj_step(self.model, self.data, nstep=self.family.frame_skip)
+        reward, terminated = self.family.reward(
+            qpos_before, self.data.qpos[None], self.data.qvel[None], a, self._task_array, self.dt
+        )
+        return self._obs(), float(reward[0]), bool(terminated[0]), False, {"task": self.task}
+
+
+class MujocoBatchedSim(BatchedSim):
+    """``n`` instances of a MuJoCo family on ``mujoco.batch.Batch`` (native threads, no GIL).
+
+    ``nthread=0`` uses all cores. Each instance has its own seeded ``np_random`` stream, so
+    instance ``i`` reproduces the Gymnasium env reset with the same seed exactly.
+    """
+
+    def __init__(self, family: MujocoFamily, n: int, nthread: int = 0, name: str = "") -> None:
+        if n < 1:
+            raise ValueError(f"{family.name}: need at least one instance, got n={n}")
+        self.family = family
+        self.name = name or family.name
+        self.task_type = family.task_type
+        self.model = load_model(family.xml_file)
+        self.n = n
+        self.dt = float(self.model.opt.timestep * family.frame_skip)
+        self._batch = mujoco.batch.Batch(self.model, n, nthread)
+        self._qpos = self._batch.bind("qpos")
+        self._qvel = self._batch.bind("qvel")
+        self._ctrl = self._batch.bind("ctrl")
+        low, high = self.model.actuator_ctrlrange.T
+        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
+        self.act_dim = self.model.nu
+        self.obs_dim = family.observe(self._qpos[:1], self._qvel[:1]).shape[1]
+        self._rngs: list[np.random.Generator] = []
+        self._tasks: np.ndarray | None = None
+
+    def reset(self, tasks: Sequence[Any], seeds: Sequence[int] | None = None) -> np.ndarray:
+        if len(tasks) != self.n:
+            raise ValueError(f"{self.name}: got {len(tasks)} tasks for {self.n} instances")
+        self._tasks = task_array(tasks, self.task_type, self.name)
+        if seeds is not None:
+            if len(seeds) != self.n:
+                raise ValueError(f"{self.name}: got {len(seeds)} seeds for {self.n} instances")
+            self._rngs = [np.random.default_rng(int(s)) for s in seeds]
+        elif not self._rngs:
+            raise ValueError(f"{self.name}: the first reset needs seeds (one per instance)")
+        scale = self.family.reset_noise_scale
+        starts = [initial_state(self.model, rng, scale) for rng in self._rngs]
+        self._batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self._qpos[:] = np.stack([q for q, _ in starts])
+        self._qvel[:] = np.stack([v for _, v in starts])
+        self._batch.forward()
+        return self.family.observe(self._qpos, self._qvel)
+
+    def step(
+        self, actions: np.ndarray, active: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._tasks is None:
+            raise RuntimeError(f"{self.name}: call reset(tasks, seeds) before step")
+        a = check_actions(actions, (self.n, self.act_dim), self.name)
+        a = np.clip(a, self._low, self._high)
+        qpos_before = self._qpos.copy()
+        self._ctrl[:] = a
+        ids = None if active is None or active.all() else np.flatnonzero(active)
+        self._batch.step(ids=ids, nstep=self.family.frame_skip)
+        qpos, qvel = self._qpos, self._qvel
+        reward, terminated = self.family.reward(qpos_before, qpos, qvel, a, self._tasks, self.dt)
+        return self.family.observe(qpos, qvel), reward, terminated

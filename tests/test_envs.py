@@ -1,0 +1,120 @@
+"""Task environments: registration, env_checker, determinism, batched == Gymnasium, bad input."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs import ENV_IDS, make_batched
+from envs.tasks import DirectionTask, GoalTask, VelocityTask
+
+BASE_IDS = [i for i in ENV_IDS if "H200" not in i]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_and_horizon(env_id):
+    env = gymnasium.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.spec.max_episode_steps == (200 if "H200" in env_id else 100)
+    assert envs.horizon(env_id) == env.spec.max_episode_steps
+
+
+@pytest.mark.parametrize("env_id", BASE_IDS)
+def test_seeded_tasks_and_resets_are_deterministic(env_id):
+    env = gymnasium.make(env_id).unwrapped
+    assert env.sample_tasks(5, 3) == env.sample_tasks(5, np.random.default_rng(3))
+    assert env.sample_tasks(5, 3) != env.sample_tasks(5, 4)
+    task = env.sample_tasks(1, 0)[0]
+    a, _ = env.reset(seed=7, options={"task": task})
+    b, _ = env.reset(seed=7, options={"task": task})
+    np.testing.assert_array_equal(a, b)
+    assert env.task == task
+
+
+@pytest.mark.parametrize("env_id", BASE_IDS)
+def test_batched_matches_gymnasium(env_id):
+    n, steps = 3, 25
+    env = gymnasium.make(env_id).unwrapped
+    tasks = env.sample_tasks(n, 0)
+    seeds = [11, 12, 13]
+    sim = make_batched(env_id, n, nthread=1)
+    obs = [sim.reset(tasks, seeds)]
+    high = env.action_space.high
+    actions = np.random.default_rng(1).uniform(-1.5 * high, 1.5 * high, (steps, n, len(high)))
+    rewards, dones = [], []
+    for t in range(steps):
+        o, r, d = sim.step(actions[t])
+        obs.append(o), rewards.append(r), dones.append(d)
+    for i in range(n):
+        o, _ = env.reset(seed=seeds[i], options={"task": tasks[i]})
+        np.testing.assert_allclose(o, obs[0][i], atol=1e-6)
+        for t in range(steps):
+            o, r, term, trunc, _ = env.step(actions[t, i])
+            np.testing.assert_allclose(o, obs[t + 1][i], atol=1e-6)
+            assert abs(r - rewards[t][i]) < 1e-6
+            assert term == dones[t][i] and not trunc
+
+
+def test_navigation_reward_and_termination_by_hand():
+    env = gymnasium.make("metarl/Navigation2D-v0").unwrapped
+    env.reset(options={"task": GoalTask((0.15, 0.0))})
+    o, r, term, _, _ = env.step(np.array([0.5, 0.0]))  # clipped to 0.1
+    np.testing.assert_allclose(o, [0.1, 0.0])
+    assert r == pytest.approx(-0.05) and not term
+    o, r, term, _, _ = env.step(np.array([0.045, 0.005]))
+    assert r == pytest.approx(-np.hypot(0.005, 0.005)) and term
+
+
+def test_half_cheetah_rewards_by_hand():
+    env = gymnasium.make("metarl/HalfCheetahVel-v0").unwrapped
+    env.reset(seed=0, options={"task": VelocityTask(1.5)})
+    a = np.full(6, 0.5)
+    x0 = env.data.qpos[0]
+    _, r, _, _, _ = env.step(a)
+    v = (env.data.qpos[0] - x0) / 0.05
+    assert r == pytest.approx(-abs(v - 1.5) - 0.05 * 6 * 0.25)
+    env = gymnasium.make("metarl/HalfCheetahDir-v0").unwrapped
+    env.reset(seed=0, options={"task": DirectionTask(-1.0)})
+    x0 = env.data.qpos[0]
+    _, r, _, _, _ = env.step(2 * a)  # clipped to 1.0: the cost is on the applied torque
+    v = (env.data.qpos[0] - x0) / 0.05
+    assert r == pytest.approx(-v - 0.05 * 6)
+
+
+def test_unknown_env_id():
+    with pytest.raises(gymnasium.error.Error):
+        gymnasium.make("metarl/HalfCheetahSpeed-v0")
+    with pytest.raises(ValueError, match="unknown env id"):
+        make_batched("metarl/HalfCheetahSpeed-v0", 4)
+
+
+def test_task_of_the_wrong_family():
+    env = gymnasium.make("metarl/HalfCheetahVel-v0").unwrapped
+    with pytest.raises(TypeError, match="expects a VelocityTask"):
+        env.set_task(DirectionTask(1.0))
+    with pytest.raises(TypeError, match="expects a VelocityTask"):
+        env.reset(options={"task": GoalTask((0.1, 0.1))})
+    with pytest.raises(TypeError, match="expects a GoalTask"):
+        make_batched("metarl/Navigation2D-v0", 2).reset([GoalTask((0, 0)), VelocityTask(1.0)])
+    with pytest.raises(ValueError, match="direction"):
+        DirectionTask(0.5)
+
+
+@pytest.mark.parametrize("env_id", ["metarl/Navigation2D-v0", "metarl/HalfCheetahVel-v0"])
+def test_bad_actions(env_id):
+    env = gymnasium.make(env_id).unwrapped
+    env.reset(seed=0)
+    act = env.action_space.shape[0]
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(act + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.full(act, np.nan))
+    sim = make_batched(env_id, 2, nthread=1)
+    sim.reset(env.sample_tasks(2, 0), [0, 1])
+    with pytest.raises(ValueError, match="shape"):
+        sim.step(np.zeros(2 * act))
+    with pytest.raises(ValueError, match="NaN"):
+        sim.step(np.full((2, act), np.nan))
