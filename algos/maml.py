@@ -7,8 +7,6 @@ Meta-SGD (Li, Zhou, Chen & Li, 2017) also learns the per-parameter inner rates a
 
 from __future__ import annotations
 
-import torch
-
 from metarl.adapt import adapt_tasks, task_losses
 from metarl.config import MetaConfig
 from metarl.learner import build, supervised_loss

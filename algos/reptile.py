@@ -1,12 +1,10 @@
-"""Reptile (Nichol, Achiam & Schulman, 2018, "On First-Order Meta-Learning Algorithms"), Algorithm 2.
+"""Reptile: Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algorithms", Alg. 2.
 
 theta <- theta + epsilon * mean_i (phi_i - theta), where phi_i is theta after k SGD steps on
 task i; epsilon is annealed linearly to 0 over training as in the paper.
 """
 
 from __future__ import annotations
-
-import torch
 
 from metarl.adapt import adapt_tasks, reptile_direction, task_losses
 from metarl.config import MetaConfig

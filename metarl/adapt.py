@@ -33,7 +33,8 @@ def _rate(inner_lr: InnerLR, name: str) -> float | Tensor:
     return inner_lr[name] if isinstance(inner_lr, Mapping) else inner_lr
 
 
-def sgd_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: InnerLR) -> Params:
+def sgd_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: InnerLR
+             ) -> Params:
     """``params - inner_lr * grads``, with a per-parameter rate when ``inner_lr`` is a dict."""
     return {k: p - _rate(inner_lr, k) * grads[k] for k, p in params.items()}
 
@@ -110,7 +111,7 @@ def adapt_reference(
 
 
 def task_losses(loss_fn: LossFn, params: Mapping[str, Tensor], data: Any) -> Tensor:
-    """``loss_fn`` of each task's params on its own data: per-task params ``[N, ...]`` -> ``[N]``."""
+    """Each task's loss on its own data: per-task params ``[N, ...]`` -> losses ``[N]``."""
     return vmap(loss_fn)(dict(params), data)
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints written atomically (temp file + ``os.replace``), so a crash never leaves half a file."""
+"""Checkpoints written atomically (temp file + ``os.replace``): a crash never leaves half a file."""
 
 from __future__ import annotations
 

@@ -17,26 +17,28 @@ from metarl.errors import MetarlError
 T = TypeVar("T")
 
 
-def _one_line(box: str) -> str:
-    """Condense tyro's boxed error message into its title and first paragraph."""
-    title, body, extra, done = "", [], [], False
-    for raw in box.splitlines():
+def _one_line(text: str) -> str:
+    """Condense tyro's error panel (boxed on a terminal, plain otherwise) into one line."""
+    title, paragraphs, current = "", [], []
+    for raw in text.splitlines() + ["-"]:
         line = raw.strip()
         if line.startswith("╭"):
             title = line.strip("╭╮─ ")
-        elif line.startswith("│"):
-            text = line.strip("│ ")
-            if text and set(text) <= {"─"}:
-                done = done or bool(body)
-            elif text.startswith("Available"):  # e.g. the list of presets
-                extra.append(text)
-            elif text and not done:
-                body.append(text)
-    if not box.strip():
-        return "invalid arguments"
-    message = "; ".join(filter(None, [" ".join(body), *extra])) or box.strip().splitlines()[-1]
-    message = re.sub(r"^Error parsing __tyro[^:]*: ", "", message)  # tyro's internal path
-    if title and title.lower() not in message.lower() and title != "Value error":
+            continue
+        line = line.strip("│╰╯").strip()
+        if line and set(line) <= set("─-"):
+            if current:
+                paragraphs.append(" ".join(current))
+            current = []
+        elif line:
+            current.append(line)
+    if not title and len(paragraphs) > 1:  # plain layout: the title is its own paragraph
+        title = paragraphs.pop(0)
+    paragraphs = [p for p in paragraphs if not p.startswith(("For full helptext", "Argument help"))]
+    if not paragraphs:
+        return title or "invalid arguments"
+    message = re.sub(r"^Error parsing __tyro[^:]*: ", "", "; ".join(paragraphs))
+    if title and title.lower() not in message.lower() and title.lower() != "value error":
         return f"{title.lower()}: {message}"
     return message
 
@@ -68,7 +70,7 @@ def parse(cls: type[T], args: Sequence[str] | None, prog: str, description: str)
 
 @contextlib.contextmanager
 def user_errors(prog: str) -> Iterator[None]:
-    """Print a user-facing error as ``prog: error: ...`` and exit 1 (``METARL_DEBUG=1`` re-raises)."""
+    """Print a user error as ``prog: error: ...`` and exit 1; ``METARL_DEBUG=1`` re-raises."""
     try:
         yield
     except (MetarlError, ValueError, FileNotFoundError, KeyError) as e:

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration shared by the supervised meta-learners, and config (de)serialisation."""
+"""Typed, frozen configs of the supervised meta-learners, and config (de)serialisation."""
 
 from __future__ import annotations
 

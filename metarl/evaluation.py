@@ -1,4 +1,4 @@
-"""Few-shot evaluation: the query metric after 0, 1, ..., S fine-tuning steps, batched over tasks."""
+"""Few-shot evaluation: the query metric after 0, 1, ..., S fine-tuning steps, per task."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from metarl.tasks import TaskBatch, TaskFamily
 
 def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, inner_lr: InnerLR,
                    tasks: TaskBatch, steps: int, chunk: int = 100) -> Tensor:
-    """Query metric of each task after ``0..steps`` inner steps on its support set: ``[N, steps+1]``.
+    """Query metric of each task after ``0..steps`` support-set steps: ``[N, steps + 1]``.
 
     Every method is fine-tuned the same way: plain gradient steps of size ``inner_lr`` (the
     learned rates for Meta-SGD) on the support loss, first-order since nothing flows back.
     """
     f = forward_fn(model)
-    params, inner_lr = detach(params), (detach(inner_lr) if isinstance(inner_lr, dict) else inner_lr)
+    params = detach(params)
+    inner_lr = detach(inner_lr) if isinstance(inner_lr, dict) else inner_lr
 
     def loss(p: Params, data: tuple[Tensor, Tensor]) -> Tensor:
         return family.loss(f(p, data[0]), data[1])

@@ -1,0 +1,58 @@
+"""Figures for evaluation results (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(path: str | Path, steps: Sequence[int], curves: Mapping[str, tuple[list, list]],
+                ylabel: str, title: str, reference: Mapping[str, Sequence[float]] | None = None
+                ) -> Path:
+    """``curves[label] = (means, ci95)`` against ``steps``, with 95% bands."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (mean, ci) in curves.items():
+        line, = ax.plot(steps, mean, marker="o", ms=3, label=label)
+        lo = [m - c for m, c in zip(mean, ci)]
+        hi = [m + c for m, c in zip(mean, ci)]
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+    for label, values in (reference or {}).items():
+        ax.plot(steps[: len(values)], values, "k--", lw=1, label=label)
+    ax.set_xlabel("gradient steps at test time")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_fits(path: str | Path, x, truth, support: tuple, predictions: Mapping[str, Mapping],
+              title: str) -> Path:
+    """One panel per method: the true function, the support points and the fitted curves
+    after each number of steps (Finn et al. 2017, Figure 2)."""
+    n = len(predictions)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
+    for ax, (label, by_step) in zip(axes[0], predictions.items()):
+        ax.plot(x, truth, color="red", lw=2, label="ground truth")
+        for steps, y in by_step.items():
+            style = ":" if steps == 0 else "--" if steps == 1 else "-"
+            ax.plot(x, y, style, color="tab:green", alpha=0.4 + 0.6 * (steps > 0),
+                    label="pre-update" if steps == 0 else f"{steps} grad step{'s' * (steps > 1)}")
+        ax.plot(support[0], support[1], "^", color="purple", ms=7, label="used for grad")
+        ax.set_title(label)
+        ax.set_ylim(-5.5, 5.5)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
