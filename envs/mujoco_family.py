@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,7 +53,19 @@ class MujocoFamily:
 @functools.cache
 def load_model(xml_file: str) -> mujoco.MjModel:
     path = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", xml_file)
-    return mujoco.MjModel.from_xml_path(path)
+
+    # MuJoCo's default handler appends compiler warnings to MUJOCO_LOG.TXT in the working
+    # directory; Gymnasium's half_cheetah.xml triggers a harmless deprecation one on every load.
+    def warn(message: str) -> None:
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo ({xml_file}): {message}", stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(warn)
+    try:
+        return mujoco.MjModel.from_xml_path(path)
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def initial_state(
