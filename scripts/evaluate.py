@@ -32,8 +32,8 @@ from scripts.presets import CONFIG_TYPES, Supervised
 class Evaluate:
     runs: Annotated[tuple[str, ...], tyro.conf.Positional]
     """Run directories (or checkpoint files) to evaluate side by side."""
-    tasks: int = 100
-    """Held-out tasks (Finn et al. evaluate Omniglot on 600)."""
+    tasks: int | None = None
+    """Held-out tasks (default: the family's own, 600 for Omniglot as Finn et al., else 100)."""
     steps: int = 10
     """Evaluate after 0, 1, ..., steps gradient steps."""
     seed: int = 12345
@@ -45,7 +45,7 @@ class Evaluate:
     def __post_init__(self) -> None:
         if not self.runs:
             raise ConfigError("name at least one run directory to evaluate")
-        if self.tasks < 1 or self.steps < 0:
+        if (self.tasks is not None and self.tasks < 1) or self.steps < 0:
             raise ConfigError(f"need tasks >= 1 and steps >= 0, got {self.tasks} and {self.steps}")
 
 
@@ -65,21 +65,23 @@ def evaluate(args: Evaluate) -> dict:
         raise ConfigError(f"the runs were trained on different task settings {tasks_cfg}; "
                           "evaluate them separately")
     family = next(iter(tasks_cfg)).build()
-    tasks = family.sample(args.tasks, torch.Generator().manual_seed(args.seed), split="test")
+    num_tasks = args.tasks or getattr(family, "eval_tasks", 100)
+    tasks = family.sample(num_tasks, torch.Generator().manual_seed(args.seed), split="test")
     tasks = tasks.to(args.device)
 
     results, learners = {}, {}
     for label, (config, state) in runs.items():
         model, learner = build(family, replace(config.meta, device=args.device), state)
         learners[label] = (model, learner)
-        values = finetune_curve(family, model, learner.params, learner.inner_lr, tasks, args.steps)
+        values = finetune_curve(family, model, learner.params, learner.inner_lr, tasks, args.steps,
+                                chunk=getattr(family, "eval_chunk", 100))
         mean, ci = mean_ci95(values)
         results[label] = {"mean": mean.tolist(), "ci95": ci.tolist(),
                           "iterations": learner.iteration}
 
     out = Path(args.out or f"results/{family.tag}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"task": family.tag, "metric": family.metric_name, "tasks": args.tasks,
+    summary = {"task": family.tag, "metric": family.metric_name, "tasks": num_tasks,
                "seed": args.seed, "steps": list(range(args.steps + 1)), "methods": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     with open(out / "results.csv", "w", newline="") as f:
@@ -91,11 +93,11 @@ def evaluate(args: Evaluate) -> dict:
     plot_curves(out / "curves.png", summary["steps"],
                 {k: (r["mean"], r["ci95"]) for k, r in results.items()},
                 ylabel=f"query {family.metric_name}",
-                title=f"{family.tag}: {args.tasks} held-out tasks")
+                title=f"{family.tag}: {num_tasks} held-out tasks")
     if isinstance(family, Sinusoid):
         _sinusoid_figure(out / "fits.png", family, tasks, learners)
 
-    print(f"{family.metric_name} on {args.tasks} held-out {family.tag} tasks (mean ± 95% CI):")
+    print(f"{family.metric_name} on {num_tasks} held-out {family.tag} tasks (mean ± 95% CI):")
     shown = [s for s in (0, 1, 2, 3, 5, 10) if s <= args.steps]
     print(f"{'method':10s}" + "".join(f"{f'{s} steps':>18s}" for s in shown))
     for label, r in results.items():
