@@ -87,3 +87,72 @@ def from_dict(data: dict[str, Any], types: dict[str, type]) -> Any:
         if isinstance(v, list):
             kwargs[k] = tuple(v)
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """MAML-RL hyperparameters (defaults: the public PyTorch reference's 2D navigation)."""
+
+    env_id: str = "metarl/Navigation2D-v0"
+    """A registered task-family id (see envs.ENV_IDS)."""
+    algo: Literal["maml-trpo", "maml-reinforce"] = "maml-trpo"
+    """Outer step: TRPO through the adaptation (Finn et al. 2017) or vanilla policy gradient
+    with Adam."""
+    pretrain: bool = False
+    """Train the pretraining baseline instead: one policy on all tasks jointly (no inner step
+    during training); it is evaluated with the same inner steps as MAML."""
+    iterations: int = 500
+    meta_batch: int = 20
+    """Tasks per meta-iteration."""
+    episodes: int = 20
+    """Episodes per task for each inner step and for the query set."""
+    horizon: int | None = None
+    """Steps per episode (default: the env id's, 100 or 200)."""
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    cg_subsample: float = 1.0
+    """Fraction of each task's episodes used for the KL Hessian-vector products in conjugate
+    gradient (Schulman et al. 2015, Sec. 6); the gradient, the line search and its KL check
+    always use all episodes. 1.0 is the public reference's exact setting."""
+    ls_steps: int = 15
+    ls_ratio: float = 0.8
+    outer_lr: float = 1e-3
+    """Adam step size of MAML-REINFORCE's outer step."""
+    seed: int = 0
+    device: str = "cpu"
+    """torch device of the policy, adaptation and outer step; simulation stays on the CPU."""
+    torch_threads: int = 1
+    """CPU threads for torch. One leaves the other core to MuJoCo's pool and avoids OpenMP
+    oversubscription (measured here: 15x slower with 2 threads while another process runs)."""
+    log_every: int = 1
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "meta_batch", "episodes", "log_every", "checkpoint_every",
+                     "cg_iters", "ls_steps", "torch_threads"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value > 0,
+                  f"{name} must be a positive integer, got {value!r}")
+        check(self.horizon is None or (isinstance(self.horizon, int) and self.horizon > 0),
+              f"horizon must be a positive integer, got {self.horizon!r}")
+        check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,
+              f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
+        for name in ("inner_lr", "max_kl", "outer_lr"):
+            check_positive(name, getattr(self, name))
+        check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1,
+              f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, "
+              f"{self.gae_lambda}")
+        check(0 < self.ls_ratio < 1, f"ls_ratio must be in (0, 1), got {self.ls_ratio}")
+        check(self.cg_damping >= 0, f"cg_damping must be >= 0, got {self.cg_damping}")
+        check(0 < self.cg_subsample <= 1,
+              f"cg_subsample must be in (0, 1], got {self.cg_subsample}")
+        for h in self.hidden:
+            check_positive("hidden layer size", h)

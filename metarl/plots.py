@@ -22,7 +22,7 @@ def plot_curves(path: str | Path, steps: Sequence[int], curves: Mapping[str, tup
         hi = [m + c for m, c in zip(mean, ci)]
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
     for label, values in (reference or {}).items():
-        ax.plot(steps[: len(values)], values, "k--", lw=1, label=label)
+        ax.plot(steps[: len(values)], values[: len(steps)], "k--", lw=1, label=label)
     ax.set_xlabel("gradient steps at test time")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -12,20 +12,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from algos import maml, pretrain, reptile
+import torch
+
+from algos import maml, maml_reinforce, maml_trpo, pretrain, reptile
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse_preset, user_errors
-from metarl.config import from_dict, to_dict
+from metarl.config import RLConfig, from_dict, to_dict
 from metarl.errors import CheckpointError
 from metarl.logger import Run
 from scripts.presets import CONFIG_TYPES, PRESETS, Supervised
+from scripts.rl_presets import RL_PRESETS, MetaRL
 
 ALGORITHMS: dict[str, Callable] = {
     "maml": maml.train, "fomaml": maml.train, "metasgd": maml.train,
     "reptile": reptile.train, "pretrain": pretrain.train,
 }
+RL_ALGORITHMS: dict[str, Callable] = {"maml-trpo": maml_trpo.train,
+                                      "maml-reinforce": maml_reinforce.train}
+ALL_PRESETS = {**PRESETS, **RL_PRESETS}
+ALL_CONFIG_TYPES = {**CONFIG_TYPES, "MetaRL": MetaRL, "RLConfig": RLConfig}
 # Options that may differ between a run and its resumption.
-RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device"}
+RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device", "torch_threads"}
 
 
 def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
@@ -40,32 +47,37 @@ def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
                                   f"{b!r}; use the same options or a new --out")
 
 
-def train(config: Supervised, progress: bool = True) -> Path:
+def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
     run_dir = Path(config.run_dir)
     resume = None
     if config.resume:
         checkpoint = load_checkpoint(run_dir)
-        from_dict(checkpoint["config"], CONFIG_TYPES)  # a readable config of a known kind
+        from_dict(checkpoint["config"], ALL_CONFIG_TYPES)  # a readable config of a known kind
         _check_resumable(checkpoint["config"], to_dict(config))
         resume = checkpoint["state"]
     elif (run_dir / "checkpoint.pt").exists():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or "
                               "--out DIR to start another")
-    family = config.task.build()
-    meta = config.meta
+    hyper = config.rl if isinstance(config, MetaRL) else config.meta
     start = resume["iteration"] if resume else 0
-    run = Run(run_dir, to_dict(config), total=meta.iterations, start=start,
-              log_every=meta.log_every, checkpoint_every=meta.checkpoint_every,
+    run = Run(run_dir, to_dict(config), total=hyper.iterations, start=start,
+              log_every=hyper.log_every, checkpoint_every=hyper.checkpoint_every,
               progress=progress)
+    threads = torch.get_num_threads()
     try:
-        ALGORITHMS[meta.method](family, meta, run, resume)
+        if isinstance(config, MetaRL):
+            torch.set_num_threads(config.rl.torch_threads)
+            RL_ALGORITHMS[config.rl.algo](config.rl, run, resume)
+        else:
+            ALGORITHMS[config.meta.method](config.task.build(), config.meta, run, resume)
     finally:
+        torch.set_num_threads(threads)
         run.close()
     return run.checkpoint_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    config = parse_preset(PRESETS, argv, "metarl-train", __doc__.splitlines()[0])
+    config = parse_preset(ALL_PRESETS, argv, "metarl-train", __doc__.splitlines()[0])
     with user_errors("metarl-train"):
         path = train(config)
         print(f"checkpoint: {path}")

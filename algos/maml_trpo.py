@@ -1,0 +1,143 @@
+"""MAML-TRPO: model-agnostic meta-learning for reinforcement learning with a trust-region
+outer step (Finn, Abbeel & Levine, 2017, Algorithm 3 with TRPO, Section 5.3).
+
+The meta-objective is the TRPO surrogate of each task's query episodes under its adapted policy
+theta'_i = theta - alpha grad L_Ti(theta); its gradient and the Hessian of the mean KL both flow
+through the inner step (second order unless ``first_order``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from metarl.config import RLConfig
+from metarl.logger import Run
+from metarl.params import flatten, params_of
+from metarl.rl import (
+    MetaBatch,
+    PolicyBatch,
+    PolicyLosses,
+    inner_adapt,
+    iteration_seed,
+    load_state,
+    mean_over_tasks,
+    sample_meta_batch,
+    setup,
+)
+from metarl.trpo import (
+    conjugate_gradient,
+    hessian_vector_product,
+    line_search,
+    scale_to_trust_region,
+)
+
+
+def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
+    assert cfg.algo == "maml-trpo", cfg.algo
+    inner_steps = 0 if cfg.pretrain else cfg.inner_steps
+    # 1: randomly initialise theta
+    problem = setup(cfg.env_id, num_tasks=cfg.meta_batch, episodes=cfg.episodes,
+                    horizon=cfg.horizon, hidden=cfg.hidden, nonlinearity=cfg.nonlinearity,
+                    seed=cfg.seed, device=cfg.device)
+    theta = params_of(problem.policy)
+    losses = PolicyLosses(problem.policy)
+    start = load_state(theta, resume)
+
+    # 2: while not done do
+    for iteration in range(start, cfg.iterations):
+        seed = iteration_seed(cfg.seed, iteration)
+        # 3: sample a batch of tasks T_i ~ p(T)
+        tasks = problem.env.sample_tasks(cfg.meta_batch, np.random.default_rng(seed))
+        # 4-8: sample K support episodes with f_theta, adapt theta'_i, sample query episodes
+        #      with f_theta'_i (all tasks in lockstep, adapted params batched)
+        batch = sample_meta_batch(
+            problem.policy, losses, theta, tasks, problem.sim, episodes=cfg.episodes,
+            horizon=problem.horizon, inner_steps=inner_steps, inner_lr=cfg.inner_lr,
+            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=seed, device=cfg.device)
+
+        # 10: theta <- TRPO step on sum_i L_Ti(f_theta'_i), differentiating through step 7
+        t0 = time.perf_counter()
+        stats = trpo_step(cfg, losses, theta, batch)
+        outer_seconds = time.perf_counter() - t0
+
+        sample_seconds = batch.sample_seconds
+        run.end_iteration(iteration + 1, lambda: {
+            "returns/before_adaptation": batch.returns[0].mean().item(),
+            "returns/after_adaptation": batch.returns[-1].mean().item(),
+            **stats,
+            "time/sampling_s": sample_seconds,
+            "time/adaptation_s": batch.adapt_seconds,
+            "time/outer_step_s": outer_seconds,
+            "time/env_steps_per_s": batch.env_steps / max(sample_seconds, 1e-9),
+        }, lambda: {"params": {k: v.detach().cpu() for k, v in theta.items()},
+                    "optimizer": None, "iteration": iteration + 1})
+
+
+def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
+              ) -> dict[str, float]:
+    """One trust-region step of theta in place (Schulman et al. 2015, Appendix C); returns the
+    logged scalars. Every quantity is a function of theta through the inner adaptation."""
+    leaves = list(theta.values())
+
+    def adapt(supports: list[PolicyBatch]) -> dict:
+        return inner_adapt(losses.reinforce, theta, supports, len(batch.tasks),
+                           inner_lr=cfg.inner_lr, first_order=cfg.first_order)
+
+    def old_outputs(adapted: dict, query: PolicyBatch) -> tuple:
+        return tuple(o.detach() for o in vmap(losses.outputs)(adapted, query))
+
+    # The surrogate's gradient g, on all query episodes.
+    adapted = adapt(batch.supports)
+    reference = old_outputs(adapted, batch.query)
+    old_loss = mean_over_tasks(losses.surrogate, adapted, batch.query)
+    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(old_loss, leaves,
+                                                              retain_graph=True)])
+    # Curvature: the Hessian of the mean KL at theta_old, through the adaptation; optionally on
+    # a subsample of each task's episodes.
+    if cfg.cg_subsample < 1:
+        sub = subsample(batch, cfg.cg_subsample)
+        adapted_sub = adapt(sub.supports)
+        kl = mean_over_tasks(losses.kl, adapted_sub, sub.query,
+                             old_outputs(adapted_sub, sub.query))
+    else:
+        kl = mean_over_tasks(losses.kl, adapted, batch.query, reference)
+    Hvp = hessian_vector_product(kl, leaves, damping=cfg.cg_damping)
+    # Step direction H^-1 g by conjugate gradient, scaled so 0.5 s^T H s = max_kl.
+    direction = conjugate_gradient(Hvp, g, iterations=cfg.cg_iters)
+    step = scale_to_trust_region(direction, Hvp, cfg.max_kl)
+    old = flatten(theta).detach().clone()
+
+    def set_theta(vector: torch.Tensor) -> None:
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(vector, leaves)
+
+    def evaluate(fraction: float) -> tuple[float, float]:
+        set_theta(old - fraction * step)
+        with torch.no_grad():
+            adapted = adapt(batch.supports)
+            loss = mean_over_tasks(losses.surrogate, adapted, batch.query)
+            kl = mean_over_tasks(losses.kl, adapted, batch.query, reference)
+        return loss.item(), kl.item()
+
+    # Backtracking line search on the exact surrogate and KL; keep theta_old if it fails.
+    result = line_search(evaluate, old_loss.item(), cfg.max_kl, cfg.ls_ratio, cfg.ls_steps)
+    if not result.accepted:
+        set_theta(old)
+    return {"loss/surrogate_before": old_loss.item(),
+            "loss/surrogate_after": result.loss if result.accepted else old_loss.item(),
+            "trpo/kl": result.kl if result.accepted else 0.0,
+            "trpo/line_search_steps": float(result.steps),
+            "trpo/accepted": float(result.accepted),
+            "trpo/grad_norm": g.norm().item()}
+
+
+def subsample(batch: MetaBatch, fraction: float) -> MetaBatch:
+    """The first ``ceil(fraction * E)`` episodes of every task (episodes are i.i.d.)."""
+    k = max(1, math.ceil(fraction * batch.query.mask.shape[2]))
+    cut = lambda b: PolicyBatch(*(x[:, :, :k] for x in b))
+    return batch._replace(supports=[cut(s) for s in batch.supports], query=cut(batch.query))

@@ -1,0 +1,88 @@
+"""Trust-region math for MAML-TRPO (Schulman et al., 2015; Finn et al., 2017, Section 5.3).
+
+Pure functions on flat parameter vectors ``[P]``: conjugate gradient, Hessian-vector products
+of a scalar taken through any computation of the params (the MAML adaptation included), the
+step scaled to the KL bound, and a backtracking line search that keeps the old parameters
+unless a finite, improving step within the bound is found.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 10,
+                       residual_tol: float = 1e-10) -> Tensor:
+    """Approximately solve ``A x = b`` for symmetric positive definite ``A`` given only
+    products ``Avp(v) = A v``: ``b [P] -> x [P]``."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = r @ r
+    for _ in range(iterations):
+        if rr <= residual_tol:
+            break
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def hessian_vector_product(scalar: Tensor, params: Sequence[Tensor], damping: float = 0.0
+                           ) -> Callable[[Tensor], Tensor]:
+    """``v [P] -> (H + damping I) v`` with ``H`` the Hessian of ``scalar`` w.r.t. ``params``.
+
+    The gradient graph is built once; each product is one more backward through it, so
+    ``scalar`` may depend on ``params`` through second-order adaptation (MAML's inner step).
+    """
+    grads = torch.autograd.grad(scalar, list(params), create_graph=True)
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+
+    def product(v: Tensor) -> Tensor:
+        hv = torch.autograd.grad(flat_grad @ v.detach(), list(params), retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+
+    return product
+
+
+def scale_to_trust_region(direction: Tensor, Avp: Callable[[Tensor], Tensor], max_kl: float
+                          ) -> Tensor:
+    """The step ``beta * direction`` whose quadratic KL model ``0.5 s^T A s`` equals ``max_kl``."""
+    shs = 0.5 * (direction @ Avp(direction))
+    if not torch.isfinite(shs) or shs <= 0:
+        return torch.zeros_like(direction)
+    return direction * math.sqrt(max_kl / shs.item())
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    accepted: bool
+    steps: int
+    """Backtracking steps taken (``fraction = ratio ** steps``); ``max_steps`` if rejected."""
+    loss: float
+    kl: float
+
+
+def line_search(evaluate: Callable[[float], tuple[float, float]], old_loss: float,
+                max_kl: float, ratio: float = 0.8, max_steps: int = 15) -> LineSearchResult:
+    """Backtrack ``fraction = 1, ratio, ratio^2, ...`` until ``evaluate(fraction) -> (loss,
+    kl)`` is finite, lowers the loss and keeps ``kl <= max_kl``.
+
+    ``evaluate`` applies the step scaled by ``fraction`` and measures it; the caller restores
+    the old parameters when the result is not ``accepted``.
+    """
+    loss, kl = math.nan, math.nan
+    for step in range(max_steps):
+        loss, kl = evaluate(ratio**step)
+        if math.isfinite(loss) and math.isfinite(kl) and loss < old_loss and kl <= max_kl:
+            return LineSearchResult(True, step, loss, kl)
+    return LineSearchResult(False, max_steps, loss, kl)

@@ -1,0 +1,175 @@
+"""MAML-TRPO and MAML-REINFORCE end to end: every environment, resume, evaluation, bad input."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from algos.maml_trpo import trpo_step
+from envs import ENV_IDS
+from metarl.checkpoint import load_checkpoint
+from metarl.config import RLConfig
+from metarl.errors import CheckpointError, ConfigError
+from metarl.logger import Run
+from metarl.params import params_of
+from metarl.rl import PolicyLosses, inner_adapt, mean_over_tasks, sample_meta_batch, setup
+from scripts import train
+from scripts.evaluate_rl import evaluate_rl
+from scripts.rl_presets import RL_PRESETS, MetaRL
+
+FAMILIES = [i for i in ENV_IDS if "H200" not in i]  # the H200 ids share their family's code
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """As the RL runs do (RLConfig.torch_threads): small policies gain nothing from a second
+    thread, and OpenMP oversubscription on a busy machine costs 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(tmp_path, env_id="metarl/Navigation2D-v0", algo="maml-trpo", **kw):
+    rl = RLConfig(env_id=env_id, algo=algo, **{"iterations": 2, "meta_batch": 2, "episodes": 2,
+                                                "horizon": 8, "checkpoint_every": 1, **kw})
+    return MetaRL(rl=rl, out=str(tmp_path / f"{env_id.split('/')[-1]}-{algo}"))
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "maml-reinforce"])
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_two_meta_iterations_on_every_environment(tmp_path, env_id, algo):
+    path = train.train(_config(tmp_path, env_id, algo), progress=False)
+    state = load_checkpoint(path)["state"]
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["params"].values())
+    scalars = _scalars(path.parent)
+    assert {"returns/before_adaptation", "returns/after_adaptation", "time/sampling_s",
+            "time/env_steps_per_s"} <= set(scalars)
+    assert all(math.isfinite(v) for v in scalars.values())
+
+
+def _scalars(run_dir) -> dict[str, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]}
+
+
+def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
+    cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, max_kl=0.01)
+    problem = setup(cfg.env_id, num_tasks=4, episodes=5, horizon=20, hidden=(16, 16),
+                    nonlinearity="tanh", seed=0)
+    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+    tasks = problem.env.sample_tasks(4, np.random.default_rng(0))
+    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=5,
+                              horizon=20, inner_steps=1, inner_lr=0.1, gamma=0.99,
+                              gae_lambda=1.0, seed=0)
+    before = {k: v.detach().clone() for k, v in theta.items()}
+    stats = trpo_step(cfg, losses, theta, batch)
+    assert stats["trpo/accepted"] == 1.0
+    assert stats["loss/surrogate_after"] < stats["loss/surrogate_before"]
+    assert 0 < stats["trpo/kl"] <= cfg.max_kl
+    assert any(not torch.equal(before[k], theta[k]) for k in theta)
+    # The KL measured independently agrees with what the line search accepted.
+    with torch.no_grad():
+        old = inner_adapt(losses.reinforce, before, batch.supports, 4, inner_lr=0.1)
+        new = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=0.1)
+        old_out = torch.func.vmap(losses.outputs)(old, batch.query)
+        kl = mean_over_tasks(losses.kl, new, batch.query, old_out).item()
+    assert math.isclose(kl, stats["trpo/kl"], rel_tol=1e-4)
+
+
+def test_trpo_with_subsampled_curvature_still_respects_the_bound(tmp_path):
+    path = train.train(_config(tmp_path, cg_subsample=0.5, episodes=4), progress=False)
+    assert _scalars(path.parent)["trpo/kl"] <= 0.01
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "maml-reinforce"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, algo, monkeypatch):
+    full = train.train(_config(tmp_path / "full", algo=algo, iterations=3), progress=False)
+    end_iteration = Run.end_iteration
+
+    def crash_after_2(self, iteration, metrics, state):
+        end_iteration(self, iteration, metrics, state)
+        if iteration == 2:
+            raise Crash
+
+    part = _config(tmp_path / "part", algo=algo, iterations=3)
+    with monkeypatch.context() as m:
+        m.setattr(Run, "end_iteration", crash_after_2)
+        with pytest.raises(Crash):
+            train.train(part, progress=False)
+    resumed = train.train(replace(part, resume=True), progress=False)
+    a, b = load_checkpoint(full)["state"], load_checkpoint(resumed)["state"]
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+
+
+def test_evaluate_reports_every_step_beside_random_init(tmp_path):
+    path = train.train(_config(tmp_path), progress=False)
+    summary = evaluate_rl([str(path.parent)], tasks=3, steps=2, episodes=2,
+                          out=str(tmp_path / "eval"))
+    assert set(summary["methods"]) == {"maml-trpo", "random init"}
+    for r in summary["methods"].values():
+        assert len(r["mean"]) == 3 and all(math.isfinite(m) for m in r["mean"])
+    assert summary["published"]  # the paper's navigation curve is drawn beside ours
+    assert (tmp_path / "eval" / "curves.png").stat().st_size > 0
+
+
+def test_mismatched_checkpoints_and_configs_are_refused(tmp_path):
+    nav = train.train(_config(tmp_path), progress=False)
+    cheetah = train.train(_config(tmp_path, "metarl/HalfCheetahVel-v0"), progress=False)
+    with pytest.raises(ConfigError, match="different environments"):
+        evaluate_rl([str(nav.parent), str(cheetah.parent)], tasks=2, out=str(tmp_path / "e"))
+    other_env = replace(_config(tmp_path), resume=True,
+                        rl=replace(_config(tmp_path).rl, env_id="metarl/AntDir-v0"))
+    with pytest.raises(CheckpointError, match="env_id"):
+        train.train(other_env, progress=False)
+    with pytest.raises(ConfigError, match="unknown env id"):
+        train.train(_config(tmp_path / "x", env_id="metarl/Nope-v0"), progress=False)
+    with pytest.raises(ConfigError, match="cg_subsample"):
+        RLConfig(cg_subsample=0.0)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["no-such-preset"], "Available subcommands"),
+    (["nav2d", "--max-kl", "abc"], "--max-kl"),
+    (["nav2d", "--not-a-key", "1"], "Unrecognized options: --not-a-key"),
+    (["nav2d", "--algo", "ppo"], "invalid choice 'ppo'"),
+    (["nav2d", "--inner-lr", "-0.1"], "inner_lr must be a positive number"),
+])
+def test_cli_bad_input_is_one_line(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
+
+
+def test_presets_carry_the_published_settings():
+    nav, cheetah = RL_PRESETS["nav2d"][1].rl, RL_PRESETS["cheetah-dir-paper"][1].rl
+    assert (nav.meta_batch, nav.episodes, nav.inner_lr, nav.iterations) == (20, 20, 0.1, 500)
+    assert cheetah.meta_batch == 40 and cheetah.env_id.endswith("H200-v0")
+    assert cheetah.hidden == (100, 100) and cheetah.nonlinearity == "relu"
+    assert (cheetah.max_kl, cheetah.ls_ratio, cheetah.ls_steps, cheetah.cg_iters) == \
+        (0.01, 0.8, 15, 10)
+
+
+@pytest.mark.slow
+def test_navigation_returns_improve_after_adaptation(tmp_path):
+    """A short MAML-TRPO run on 2D navigation: one inner step raises the return."""
+    config = _config(tmp_path, iterations=40, meta_batch=10, episodes=10, horizon=100,
+                     checkpoint_every=40)
+    path = train.train(config, progress=False)
+    summary = evaluate_rl([str(path.parent)], tasks=20, steps=1, out=str(tmp_path / "e"))
+    maml = summary["methods"]["maml-trpo"]["mean"]
+    assert maml[1] > maml[0] + 3

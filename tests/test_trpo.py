@@ -1,0 +1,124 @@
+"""MAML-TRPO math: conjugate gradient, Hessian-vector products through the adaptation,
+the batched meta-gradient against a per-task loop, and the line search's guarantees."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metarl.adapt import adapt_reference
+from metarl.params import flatten, params_of, unflatten
+from metarl.policies import GaussianMLPPolicy
+from metarl.rl import PolicyBatch, PolicyLosses, inner_adapt, mean_over_tasks
+from metarl.trpo import (
+    conjugate_gradient,
+    hessian_vector_product,
+    line_search,
+    scale_to_trust_region,
+)
+
+
+def test_conjugate_gradient_solves_spd_system():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    A = a @ a.T + 0.5 * torch.eye(12, dtype=torch.float64)
+    b = torch.randn(12, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: A @ v, b, iterations=12)
+    torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=1e-8, atol=1e-8)
+    # 10 iterations of a well-conditioned 50-dim system get close, as TRPO relies on.
+    A = torch.diag(torch.linspace(1, 3, 50, dtype=torch.float64))
+    b = torch.ones(50, dtype=torch.float64)
+    assert (A @ conjugate_gradient(lambda v: A @ v, b, iterations=10) - b).norm() < 1e-3
+
+
+def _tiny(tasks=3, T=4, E=3, seed=0):
+    torch.manual_seed(seed)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(3,), nonlinearity="tanh").double()
+    g = torch.Generator().manual_seed(seed)
+
+    def batch():
+        obs = torch.randn(tasks, T, E, 2, generator=g, dtype=torch.float64)
+        act = torch.randn(tasks, T, E, 2, generator=g, dtype=torch.float64)
+        adv = torch.randn(tasks, T, E, generator=g, dtype=torch.float64)
+        mask = torch.ones(tasks, T, E, dtype=torch.float64)
+        mask[:, -1, 0] = 0  # one padded step per task
+        return PolicyBatch(obs, act, adv, mask, -torch.rand(tasks, T, E, generator=g,
+                                                             dtype=torch.float64))
+
+    return policy, PolicyLosses(policy), batch(), batch()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_kl_hessian_vector_product_through_adaptation_equals_explicit_hessian(first_order):
+    policy, losses, support, query = _tiny()
+    theta = params_of(policy)
+    n = support.mask.shape[0]
+
+    def adapted_outputs(th):
+        adapted = inner_adapt(losses.reinforce, th, [support], n, inner_lr=0.3,
+                              first_order=first_order)
+        return adapted, torch.func.vmap(losses.outputs)(adapted, query)
+
+    old = tuple(o.detach() for o in adapted_outputs(theta)[1])
+
+    def kl_of(vector):
+        adapted, _ = adapted_outputs(unflatten(vector, theta))
+        return mean_over_tasks(losses.kl, adapted, query, old)
+
+    theta0 = flatten(theta).detach()
+    H = torch.autograd.functional.hessian(kl_of, theta0)
+    adapted, _ = adapted_outputs(theta)
+    hvp = hessian_vector_product(mean_over_tasks(losses.kl, adapted, query, old),
+                                 list(theta.values()), damping=0.1)
+    v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hvp(v), H @ v + 0.1 * v, rtol=1e-9, atol=1e-10)
+    assert torch.linalg.eigvalsh(H).min() > -1e-10  # the KL Hessian at theta_old is PSD
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_batched_meta_gradient_equals_per_task_loop(steps):
+    policy, losses, support, query = _tiny(tasks=4)
+    theta = params_of(policy)
+    n = support.mask.shape[0]
+    supports = [support] * steps
+    adapted = inner_adapt(losses.reinforce, theta, supports, n, inner_lr=0.2)
+    batched = torch.autograd.grad(mean_over_tasks(losses.surrogate, adapted, query),
+                                  list(theta.values()))
+
+    per_task = []
+    for i in range(n):
+        one = PolicyBatch(*(x[i] for x in support))
+        a = adapt_reference(losses.reinforce, theta, [one], inner_lr=0.2, steps=steps)[0]
+        per_task.append(losses.surrogate(a, PolicyBatch(*(x[i] for x in query))))
+    loop = torch.autograd.grad(torch.stack(per_task).mean(), list(theta.values()))
+    for a, b in zip(batched, loop):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_line_search_never_accepts_above_max_kl_or_non_finite():
+    # Improving but too far, then NaN, then a valid step: only the valid one is accepted.
+    outcomes = iter([(-1.0, 0.5), (float("nan"), 0.001), (-0.5, float("inf")), (-0.2, 0.009)])
+    seen = []
+
+    def evaluate(fraction):
+        seen.append(fraction)
+        return next(outcomes)
+
+    result = line_search(evaluate, old_loss=0.0, max_kl=0.01, ratio=0.5, max_steps=10)
+    assert result.accepted and result.steps == 3 and result.kl <= 0.01
+    assert seen == [1.0, 0.5, 0.25, 0.125]
+    # Never improving: rejected after max_steps, the caller keeps the old params.
+    result = line_search(lambda f: (1.0, 0.0), old_loss=0.0, max_kl=0.01, max_steps=15)
+    assert not result.accepted and result.steps == 15
+    # Always above the bound: rejected.
+    assert not line_search(lambda f: (-1.0, 0.02), 0.0, 0.01).accepted
+
+
+def test_step_is_scaled_to_the_trust_region():
+    A = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64))
+    s = scale_to_trust_region(torch.tensor([1.0, 1.0], dtype=torch.float64), lambda v: A @ v, 0.01)
+    assert math.isclose(0.5 * (s @ A @ s).item(), 0.01, rel_tol=1e-9)
+    zero = scale_to_trust_region(torch.zeros(2), lambda v: v * float("nan"), 0.01)
+    assert torch.equal(zero, torch.zeros(2))
