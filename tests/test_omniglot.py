@@ -192,6 +192,14 @@ def test_conv4_uses_batch_statistics_and_published_shapes():
     model.train()
     torch.testing.assert_close(model(x), out_eval)
     assert Conv4(5, downsample="stride")(x).shape == (7, 5)
+    # the plain-op batch norm computes what the built-in one computes in training mode
+    h = 3 + 2 * torch.randn(7, 4, 5, 5)
+    norm = model.norms[0].__class__(4)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.normal_()
+    expected = F.batch_norm(h, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
+    torch.testing.assert_close(norm(h), expected, rtol=1e-4, atol=1e-5)
 
 
 def _tiny(tmp_path, cache_dir, method: str, **meta) -> Supervised:
