@@ -254,7 +254,13 @@ def find_root(data_dir: str | None = None, download: bool = False) -> Path:
         if all(_has_split(root, s) for s in SPLITS):
             return root
     if download:
-        return download_omniglot(Path(data_dir).expanduser() if data_dir else candidates[-3])
+        if data_dir is not None:
+            target = Path(data_dir).expanduser()
+        elif os.environ.get("METARL_DATA"):
+            target = Path(os.environ["METARL_DATA"]) / "omniglot"
+        else:
+            target = Path("data/omniglot")
+        return download_omniglot(target)
     looked = ", ".join(str(p) for p in candidates)
     raise DataError(
         f"Omniglot not found: looked for images_background(.zip) and images_evaluation(.zip) in "

@@ -288,6 +288,34 @@ def test_missing_or_wrong_layout_says_where_it_looked_and_how_to_fix(tmp_path):
         Omniglot(data_dir=str(bad_zip), cache_dir=str(tmp_path / "c")).build()
 
 
+def test_download_fetches_both_official_zips_atomically(tmp_path, monkeypatch):
+    """The download path, offline: urlretrieve is replaced by a copy of the shared zips."""
+    import shutil
+
+    import envs.omniglot as omniglot
+
+    fetched = []
+
+    def fake_urlretrieve(url, target):
+        fetched.append(url)
+        shutil.copy(SHARED / url.rsplit("/", 1)[1], target)
+
+    monkeypatch.setattr(omniglot.urllib.request, "urlretrieve", fake_urlretrieve)
+    root = find_root(str(tmp_path / "dl"), download=True)
+    assert sorted(p.name for p in root.iterdir()) == ["images_background.zip",
+                                                      "images_evaluation.zip"]
+    assert all(u.startswith("https://raw.githubusercontent.com/brendenlake/omniglot/")
+               for u in fetched)
+
+    def offline(url, target):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(omniglot.urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match="could not download .* by hand into"):
+        find_root(str(tmp_path / "dl2"), download=True)
+    assert not list((tmp_path / "dl2").iterdir())  # no partial file left behind
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(shots=5, query=16), r"K \+ Q = 5 \+ 16 exceeds the 20 drawings"),
     (dict(shots=15), r"K \+ Q = 15 \+ 15 exceeds the 20 drawings"),
