@@ -25,6 +25,7 @@ from metarl.evaluation import finetune_curve, predictions_after
 from metarl.learner import build
 from metarl.plots import plot_curves, plot_fits
 from metarl.stats import mean_ci95
+from scripts.evaluate_rl import evaluate_rl
 from scripts.presets import CONFIG_TYPES, Supervised
 
 
@@ -34,8 +35,10 @@ class Evaluate:
     """Run directories (or checkpoint files) to evaluate side by side."""
     tasks: int | None = None
     """Held-out tasks (default: the family's own, 600 for Omniglot as Finn et al., else 100)."""
-    steps: int = 10
-    """Evaluate after 0, 1, ..., steps gradient steps."""
+    steps: int | None = None
+    """Evaluate after 0, 1, ..., steps gradient steps (default: 10 supervised, 3 RL)."""
+    episodes: int | None = None
+    """RL: episodes per task and step (default: the run's)."""
     seed: int = 12345
     """Seed of the held-out tasks (distinct from training seeds)."""
     out: str | None = None
@@ -45,11 +48,16 @@ class Evaluate:
     def __post_init__(self) -> None:
         if not self.runs:
             raise ConfigError("name at least one run directory to evaluate")
-        if (self.tasks is not None and self.tasks < 1) or self.steps < 0:
+        if (self.tasks is not None and self.tasks < 1) or (self.steps or 0) < 0:
             raise ConfigError(f"need tasks >= 1 and steps >= 0, got {self.tasks} and {self.steps}")
 
 
 def evaluate(args: Evaluate) -> dict:
+    if load_checkpoint(args.runs[0])["config"].get("__class__") == "MetaRL":
+        return evaluate_rl(args.runs, tasks=args.tasks or 40,
+                           steps=3 if args.steps is None else args.steps, seed=args.seed,
+                           episodes=args.episodes, out=args.out, device=args.device)
+    steps = 10 if args.steps is None else args.steps
     runs = {}
     for path in args.runs:
         checkpoint = load_checkpoint(path, map_location=args.device)
@@ -73,7 +81,7 @@ def evaluate(args: Evaluate) -> dict:
     for label, (config, state) in runs.items():
         model, learner = build(family, replace(config.meta, device=args.device), state)
         learners[label] = (model, learner)
-        values = finetune_curve(family, model, learner.params, learner.inner_lr, tasks, args.steps,
+        values = finetune_curve(family, model, learner.params, learner.inner_lr, tasks, steps,
                                 chunk=getattr(family, "eval_chunk", 100))
         mean, ci = mean_ci95(values)
         results[label] = {"mean": mean.tolist(), "ci95": ci.tolist(),
@@ -82,7 +90,7 @@ def evaluate(args: Evaluate) -> dict:
     out = Path(args.out or f"results/{family.tag}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {"task": family.tag, "metric": family.metric_name, "tasks": num_tasks,
-               "seed": args.seed, "steps": list(range(args.steps + 1)), "methods": results}
+               "seed": args.seed, "steps": list(range(steps + 1)), "methods": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -98,7 +106,7 @@ def evaluate(args: Evaluate) -> dict:
         _sinusoid_figure(out / "fits.png", family, tasks, learners)
 
     print(f"{family.metric_name} on {num_tasks} held-out {family.tag} tasks (mean ± 95% CI):")
-    shown = [s for s in (0, 1, 2, 3, 5, 10) if s <= args.steps]
+    shown = [s for s in (0, 1, 2, 3, 5, 10) if s <= steps]
     print(f"{'method':10s}" + "".join(f"{f'{s} steps':>18s}" for s in shown))
     for label, r in results.items():
         print(f"{label:10s}" + "".join(f"{r['mean'][s]:>10.4f} ± {r['ci95'][s]:<5.3f}"

@@ -17,7 +17,7 @@ from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.params import params_of
 from metarl.rl import PolicyLosses, inner_adapt, mean_over_tasks, sample_meta_batch, setup
-from scripts import train
+from scripts import evaluate, train
 from scripts.evaluate_rl import evaluate_rl
 from scripts.rl_presets import RL_PRESETS, MetaRL
 
@@ -117,8 +117,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, algo, monkeypatch):
 
 def test_evaluate_reports_every_step_beside_random_init(tmp_path):
     path = train.train(_config(tmp_path), progress=False)
-    summary = evaluate_rl([str(path.parent)], tasks=3, steps=2, episodes=2,
-                          out=str(tmp_path / "eval"))
+    summary = evaluate.evaluate(evaluate.Evaluate(runs=(str(path.parent),), tasks=3, steps=2,
+                                                  episodes=2, out=str(tmp_path / "eval")))
     assert set(summary["methods"]) == {"maml-trpo", "random init"}
     for r in summary["methods"].values():
         assert len(r["mean"]) == 3 and all(math.isfinite(m) for m in r["mean"])

@@ -1,0 +1,90 @@
+"""Seconds per MAML-TRPO meta-iteration, split into sampling, adaptation and outer step, against
+the physics floor of the same env-steps (open-loop random controls through the same native
+stepping), measured side by side in one run.
+
+    python benchmarks/bench_maml_trpo.py [--env cheetah|nav|both] [--iterations 3]
+
+Preset: HalfCheetahVel at horizon 100, 40 tasks x 20 episodes (support + query = 160k
+env-steps per meta-iteration), 64x64 tanh policy, 1 inner step, CG 10 iterations; 2D
+navigation with 20 tasks x 20 episodes. Both with exact CG (the reference's setting) and with
+the KL curvature on 20% of the episodes (``--cg-subsample 0.2``). The public PyTorch reference
+takes about 19 s (cheetah, 2 workers) and 6.5 s (navigation) per meta-iteration on this
+machine (figures quoted in the issue; it is not run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_sampler import floor_fn  # noqa: E402
+
+from algos.maml_trpo import trpo_step  # noqa: E402
+from metarl.config import RLConfig  # noqa: E402
+from metarl.params import params_of  # noqa: E402
+from metarl.rl import PolicyLosses, iteration_seed, sample_meta_batch, setup  # noqa: E402
+
+REFERENCE_SECONDS = {"metarl/HalfCheetahVel-v0": 19.0, "metarl/Navigation2D-v0": 6.5}
+
+
+def bench(env_id: str, meta_batch: int, iterations: int, subsample: float) -> dict:
+    cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20, cg_subsample=subsample)
+    problem = setup(env_id, num_tasks=meta_batch, episodes=20, horizon=None, hidden=cfg.hidden,
+                    nonlinearity=cfg.nonlinearity, seed=0)
+    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+    floor = floor_fn(problem.sim, problem.horizon, 0)
+    rows = []
+    for it in range(iterations + 1):  # the first is warm-up
+        seed = iteration_seed(0, it)
+        tasks = problem.env.sample_tasks(meta_batch, np.random.default_rng(seed))
+        t0 = time.perf_counter()
+        batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim,
+                                  episodes=20, horizon=problem.horizon, inner_steps=1,
+                                  inner_lr=cfg.inner_lr, gamma=cfg.gamma,
+                                  gae_lambda=cfg.gae_lambda, seed=seed)
+        t1 = time.perf_counter()
+        trpo_step(cfg, losses, theta, batch)
+        t2 = time.perf_counter()
+        floor()  # the same env-steps as support + query: two rounds of N x E x T
+        floor()
+        t3 = time.perf_counter()
+        if it:
+            rows.append({"sampling": batch.sample_seconds, "adaptation": batch.adapt_seconds,
+                         "outer": t2 - t1, "total": t2 - t0, "floor": t3 - t2})
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", choices=["cheetah", "nav", "both"], default="both")
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--cg-subsample", type=float, nargs="+", default=[1.0, 0.2])
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+    envs = {"cheetah": [("metarl/HalfCheetahVel-v0", 40)], "nav": [("metarl/Navigation2D-v0", 20)]}
+    chosen = envs["cheetah"] + envs["nav"] if args.env == "both" else envs[args.env]
+    print(f"MAML-TRPO seconds per meta-iteration, medians of {args.iterations} iterations "
+          f"(after one warm-up), torch threads={args.torch_threads}")
+    for env_id, n in chosen:
+        for sub in args.cg_subsample:
+            m = bench(env_id, n, args.iterations, sub)
+            ref = REFERENCE_SECONDS[env_id]
+            print(f"{env_id} {n} tasks x 20 episodes, cg_subsample={sub}: "
+                  f"sampling {m['sampling']:.2f} s, adaptation {m['adaptation']:.2f} s, "
+                  f"outer step {m['outer']:.2f} s, total {m['total']:.2f} s; "
+                  f"physics floor {m['floor']:.2f} s")
+            print(f"  ratio total/floor = {m['total'] / m['floor']:.2f} (target <= 1.5);  "
+                  f"ratio reference/total = {ref / m['total']:.1f}x (quoted reference {ref} s; "
+                  f"target >= 5x)")
+
+
+if __name__ == "__main__":
+    main()
