@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from metarl.config import RLConfig
@@ -16,22 +15,20 @@ from metarl.logger import Run
 from metarl.params import params_of
 from metarl.rl import (
     PolicyLosses,
+    checkpoint_state,
     inner_adapt,
-    iteration_seed,
+    iteration_scalars,
     load_state,
     mean_over_tasks,
-    sample_meta_batch,
-    setup,
+    sample_iteration,
+    setup_for,
 )
 
 
 def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
     assert cfg.algo == "maml-reinforce", cfg.algo
-    inner_steps = 0 if cfg.pretrain else cfg.inner_steps
     # 1: randomly initialise theta
-    problem = setup(cfg.env_id, num_tasks=cfg.meta_batch, episodes=cfg.episodes,
-                    horizon=cfg.horizon, hidden=cfg.hidden, nonlinearity=cfg.nonlinearity,
-                    seed=cfg.seed, device=cfg.device)
+    problem = setup_for(cfg)
     theta = params_of(problem.policy)
     losses = PolicyLosses(problem.policy)
     optimizer = torch.optim.Adam(theta.values(), lr=cfg.outer_lr)
@@ -39,18 +36,12 @@ def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
 
     # 2: while not done do
     for iteration in range(start, cfg.iterations):
-        seed = iteration_seed(cfg.seed, iteration)
-        # 3: sample a batch of tasks T_i ~ p(T)
-        tasks = problem.env.sample_tasks(cfg.meta_batch, np.random.default_rng(seed))
-        # 4-8: support episodes with f_theta, adapted theta'_i, query episodes with f_theta'_i
-        batch = sample_meta_batch(
-            problem.policy, losses, theta, tasks, problem.sim, episodes=cfg.episodes,
-            horizon=problem.horizon, inner_steps=inner_steps, inner_lr=cfg.inner_lr,
-            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=seed, device=cfg.device)
-
-        # 10: theta <- theta - beta grad_theta sum_i L_Ti(f_theta'_i)   (Adam)
+        # 3-8: sample tasks T_i, support episodes with f_theta, adapt theta'_i, sample query
+        #      episodes with f_theta'_i
+        batch = sample_iteration(cfg, problem, losses, theta, iteration)
+        # 10: theta <- theta - beta grad_theta sum_i L_Ti(f_theta'_i)   (Adam), through step 7
         t0 = time.perf_counter()
-        adapted = inner_adapt(losses.reinforce, theta, batch.supports, len(tasks),
+        adapted = inner_adapt(losses.reinforce, theta, batch.supports, len(batch.tasks),
                               inner_lr=cfg.inner_lr, first_order=cfg.first_order)
         outer_loss = mean_over_tasks(losses.reinforce, adapted, batch.query)
         optimizer.zero_grad(set_to_none=True)
@@ -59,14 +50,8 @@ def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
         optimizer.step()
         outer_seconds = time.perf_counter() - t0
 
-        run.end_iteration(iteration + 1, lambda: {
-            "returns/before_adaptation": batch.returns[0].mean().item(),
-            "returns/after_adaptation": batch.returns[-1].mean().item(),
-            "loss/outer": outer_loss.item(),
-            "reinforce/grad_norm": grad_norm.item(),
-            "time/sampling_s": batch.sample_seconds,
-            "time/adaptation_s": batch.adapt_seconds,
-            "time/outer_step_s": outer_seconds,
-            "time/env_steps_per_s": batch.env_steps / max(batch.sample_seconds, 1e-9),
-        }, lambda: {"params": {k: v.detach().cpu() for k, v in theta.items()},
-                    "optimizer": optimizer.state_dict(), "iteration": iteration + 1})
+        run.end_iteration(iteration + 1,
+                          lambda: {**iteration_scalars(batch), "loss/outer": outer_loss.item(),
+                                   "reinforce/grad_norm": grad_norm.item(),
+                                   "time/outer_step_s": outer_seconds},
+                          lambda: checkpoint_state(theta, iteration + 1, optimizer))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 from torch.func import vmap
 
@@ -22,12 +21,13 @@ from metarl.rl import (
     MetaBatch,
     PolicyBatch,
     PolicyLosses,
+    checkpoint_state,
     inner_adapt,
-    iteration_seed,
+    iteration_scalars,
     load_state,
     mean_over_tasks,
-    sample_meta_batch,
-    setup,
+    sample_iteration,
+    setup_for,
 )
 from metarl.trpo import (
     conjugate_gradient,
@@ -39,43 +39,26 @@ from metarl.trpo import (
 
 def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
     assert cfg.algo == "maml-trpo", cfg.algo
-    inner_steps = 0 if cfg.pretrain else cfg.inner_steps
     # 1: randomly initialise theta
-    problem = setup(cfg.env_id, num_tasks=cfg.meta_batch, episodes=cfg.episodes,
-                    horizon=cfg.horizon, hidden=cfg.hidden, nonlinearity=cfg.nonlinearity,
-                    seed=cfg.seed, device=cfg.device)
+    problem = setup_for(cfg)
     theta = params_of(problem.policy)
     losses = PolicyLosses(problem.policy)
     start = load_state(theta, resume)
 
     # 2: while not done do
     for iteration in range(start, cfg.iterations):
-        seed = iteration_seed(cfg.seed, iteration)
-        # 3: sample a batch of tasks T_i ~ p(T)
-        tasks = problem.env.sample_tasks(cfg.meta_batch, np.random.default_rng(seed))
-        # 4-8: sample K support episodes with f_theta, adapt theta'_i, sample query episodes
-        #      with f_theta'_i (all tasks in lockstep, adapted params batched)
-        batch = sample_meta_batch(
-            problem.policy, losses, theta, tasks, problem.sim, episodes=cfg.episodes,
-            horizon=problem.horizon, inner_steps=inner_steps, inner_lr=cfg.inner_lr,
-            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=seed, device=cfg.device)
-
+        # 3-8: sample tasks T_i, support episodes with f_theta, adapt theta'_i, sample query
+        #      episodes with f_theta'_i (all tasks in lockstep, adapted params batched)
+        batch = sample_iteration(cfg, problem, losses, theta, iteration)
         # 10: theta <- TRPO step on sum_i L_Ti(f_theta'_i), differentiating through step 7
         t0 = time.perf_counter()
         stats = trpo_step(cfg, losses, theta, batch)
         outer_seconds = time.perf_counter() - t0
 
-        sample_seconds = batch.sample_seconds
-        run.end_iteration(iteration + 1, lambda: {
-            "returns/before_adaptation": batch.returns[0].mean().item(),
-            "returns/after_adaptation": batch.returns[-1].mean().item(),
-            **stats,
-            "time/sampling_s": sample_seconds,
-            "time/adaptation_s": batch.adapt_seconds,
-            "time/outer_step_s": outer_seconds,
-            "time/env_steps_per_s": batch.env_steps / max(sample_seconds, 1e-9),
-        }, lambda: {"params": {k: v.detach().cpu() for k, v in theta.items()},
-                    "optimizer": None, "iteration": iteration + 1})
+        run.end_iteration(iteration + 1,
+                          lambda: {**iteration_scalars(batch), **stats,
+                                   "time/outer_step_s": outer_seconds},
+                          lambda: checkpoint_state(theta, iteration + 1))
 
 
 def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
 from metarl.adapt import InnerLR, adapt_tasks
 from metarl.baseline import fit_predict
+from metarl.config import RLConfig
 from metarl.episodes import Episodes
 from metarl.params import Params, detach, expand, forward_fn
 from metarl.policies import (
@@ -196,6 +198,42 @@ def setup(env_id: str, *, num_tasks: int, episodes: int, horizon: int | None,
     policy = make_policy(env.observation_space.shape[0], act_dim, hidden, nonlinearity,
                          discrete).to(device)
     return Problem(env, sim, policy, horizon or default_horizon(env_id))
+
+
+def setup_for(cfg: RLConfig) -> Problem:
+    return setup(cfg.env_id, num_tasks=cfg.meta_batch, episodes=cfg.episodes,
+                 horizon=cfg.horizon, hidden=cfg.hidden, nonlinearity=cfg.nonlinearity,
+                 seed=cfg.seed, device=cfg.device)
+
+
+def sample_iteration(cfg: RLConfig, problem: Problem, losses: PolicyLosses,
+                     theta: Mapping[str, Tensor], iteration: int) -> MetaBatch:
+    """Algorithm 3, lines 3-8 of meta-iteration ``iteration``: sample a batch of tasks, their
+    support episodes with f_theta, the adapted theta'_i and query episodes with f_theta'_i.
+    The pretraining baseline samples its episodes with f_theta and does not adapt."""
+    seed = iteration_seed(cfg.seed, iteration)
+    tasks = problem.env.sample_tasks(cfg.meta_batch, np.random.default_rng(seed))
+    return sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim,
+                             episodes=cfg.episodes, horizon=problem.horizon,
+                             inner_steps=0 if cfg.pretrain else cfg.inner_steps,
+                             inner_lr=cfg.inner_lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                             seed=seed, device=cfg.device)
+
+
+def iteration_scalars(batch: MetaBatch) -> dict[str, float]:
+    """What every MAML-RL iteration logs about its episodes and sampling."""
+    return {"returns/before_adaptation": batch.returns[0].mean().item(),
+            "returns/after_adaptation": batch.returns[-1].mean().item(),
+            "time/sampling_s": batch.sample_seconds,
+            "time/adaptation_s": batch.adapt_seconds,
+            "time/env_steps_per_s": batch.env_steps / max(batch.sample_seconds, 1e-9)}
+
+
+def checkpoint_state(theta: Mapping[str, Tensor], iteration: int,
+                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    return {"params": {k: v.detach().cpu() for k, v in theta.items()},
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "iteration": iteration}
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
