@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from algos import maml, maml_reinforce, maml_trpo, pretrain, reptile
+from envs import ENV_IDS
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse_preset, user_errors
 from metarl.config import RLConfig, from_dict, to_dict
-from metarl.errors import CheckpointError
+from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from scripts.presets import CONFIG_TYPES, PRESETS, Supervised
 from scripts.rl_presets import RL_PRESETS, MetaRL
@@ -58,7 +59,14 @@ def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
     elif (run_dir / "checkpoint.pt").exists():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or "
                               "--out DIR to start another")
-    hyper = config.rl if isinstance(config, MetaRL) else config.meta
+    # Everything that can fail on bad input (data, env id) fails before the run folder exists.
+    if isinstance(config, MetaRL):
+        hyper, family = config.rl, None
+        if hyper.env_id not in ENV_IDS:
+            raise ConfigError(f"unknown env id {hyper.env_id!r}; choose one of "
+                              f"{', '.join(ENV_IDS)}")
+    else:
+        hyper, family = config.meta, config.task.build()
     start = resume["iteration"] if resume else 0
     run = Run(run_dir, to_dict(config), total=hyper.iterations, start=start,
               log_every=hyper.log_every, checkpoint_every=hyper.checkpoint_every,
@@ -69,7 +77,7 @@ def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
             torch.set_num_threads(config.rl.torch_threads)
             RL_ALGORITHMS[config.rl.algo](config.rl, run, resume)
         else:
-            ALGORITHMS[config.meta.method](config.task.build(), config.meta, run, resume)
+            ALGORITHMS[config.meta.method](family, config.meta, run, resume)
     finally:
         torch.set_num_threads(threads)
         run.close()
