@@ -1,13 +1,15 @@
-"""Networks for the supervised task families."""
+"""Multilayer perceptrons for the supervised task families and the policies."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def mlp(sizes: tuple[int, ...], activation: str = "relu") -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     """``sizes = (in, h1, ..., out)``; activation between layers, none after the last."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")

@@ -11,20 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-_NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU}
-
-
-def mlp(sizes: Sequence[int], nonlinearity: str) -> nn.Sequential:
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(
-            f"unknown nonlinearity {nonlinearity!r}; choose one of {sorted(_NONLINEARITIES)}"
-        )
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(_NONLINEARITIES[nonlinearity]())
-    return nn.Sequential(*layers)
+from metarl.models import mlp
 
 
 class GaussianMLPPolicy(nn.Module):
