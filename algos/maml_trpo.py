@@ -102,10 +102,9 @@ def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
     def evaluate(fraction: float) -> tuple[float, float]:
         set_theta(old - fraction * step)
         with torch.no_grad():
-            adapted = adapt(batch.supports)
-            loss = mean_over_tasks(losses.surrogate, adapted, batch.query)
-            kl = mean_over_tasks(losses.kl, adapted, batch.query, reference)
-        return loss.item(), kl.item()
+            loss, kl = vmap(losses.surrogate_and_kl)(adapt(batch.supports), batch.query,
+                                                     reference)
+        return loss.mean().item(), kl.mean().item()
 
     # Backtracking line search on the exact surrogate and KL; keep theta_old if it fails.
     result = line_search(evaluate, old_loss.item(), cfg.max_kl, cfg.ls_ratio, cfg.ls_steps)

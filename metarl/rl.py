@@ -87,19 +87,30 @@ class PolicyLosses:
 
     def surrogate(self, params: Params, batch: PolicyBatch) -> Tensor:
         """TRPO's ``-E[pi(a|s) / pi_old(a|s) A]`` with ``pi_old`` the sampling policy."""
-        logp = log_prob(self.distribution, self.forward(params, batch.observations), batch.actions)
-        ratio = torch.exp(logp - batch.old_log_probs)
-        return -self._mean(ratio * batch.advantages, batch.mask)
+        return self._surrogate(self.forward(params, batch.observations), batch)
 
     def kl(self, params: Params, batch: PolicyBatch, old_outputs: tuple[Tensor, ...]) -> Tensor:
         """Mean ``KL(pi_old || pi)`` over the batch's states; ``old_outputs`` are the old
         policy's forward outputs on ``batch.observations`` (constants)."""
+        return self._kl(old_outputs, self.forward(params, batch.observations), batch.mask)
+
+    def surrogate_and_kl(self, params: Params, batch: PolicyBatch,
+                         old_outputs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """:meth:`surrogate` and :meth:`kl` from one forward pass (the TRPO line search)."""
         new = self.forward(params, batch.observations)
+        return self._surrogate(new, batch), self._kl(old_outputs, new, batch.mask)
+
+    def _surrogate(self, outputs: tuple[Tensor, ...], batch: PolicyBatch) -> Tensor:
+        logp = log_prob(self.distribution, outputs, batch.actions)
+        ratio = torch.exp(logp - batch.old_log_probs)
+        return -self._mean(ratio * batch.advantages, batch.mask)
+
+    def _kl(self, old: tuple[Tensor, ...], new: tuple[Tensor, ...], mask: Tensor) -> Tensor:
         if self.distribution == "gaussian":
-            kl = gaussian_kl(old_outputs[0], old_outputs[1], new[0], new[1])
+            kl = gaussian_kl(old[0], old[1], new[0], new[1])
         else:
-            kl = categorical_kl(old_outputs[0], new[0])
-        return self._mean(kl, batch.mask)
+            kl = categorical_kl(old[0], new[0])
+        return self._mean(kl, mask)
 
     def outputs(self, params: Params, batch: PolicyBatch) -> tuple[Tensor, ...]:
         return self.forward(params, batch.observations)
