@@ -44,12 +44,11 @@ def predictions_after(model: torch.nn.Module, loss: Callable[[Tensor, Tensor], T
                       x: Tensor, steps: tuple[int, ...]) -> dict[int, Tensor]:
     """One task's predictions at ``x`` after each number of steps in ``steps`` (for plots)."""
     f = forward_fn(model)
-    p, out = detach(params), {}
-    for s in range(max(steps) + 1):
-        if s in steps:
-            out[s] = f(p, x).detach()
-        p = adapt(lambda q, d: loss(f(q, d[0]), d[1]), p, support, inner_lr=inner_lr, steps=1,
-                  first_order=True)
+    p, out, done = detach(params), {}, 0
+    for s in sorted(steps):  # adapt only as far as the largest number of steps asked for
+        p = adapt(lambda q, d: loss(f(q, d[0]), d[1]), p, support, inner_lr=inner_lr,
+                  steps=s - done, first_order=True)
+        out[s], done = f(p, x).detach(), s
     return out
 
 
