@@ -1,7 +1,7 @@
 """Ant velocity and direction tasks (Finn et al., 2017, Fig. 5), rllab-style rewards.
 
 Reward, as in the MAML reference code's ``AntVelEnv``/``AntDirEnv`` (rllab's ant), with ``v_x``
-the torso's forward velocity over the control step and ``a`` the clipped action:
+the torso's forward velocity over the control step and ``a`` the raw (unclipped) action:
 velocity ``-|v_x - v_goal| + 1 - 0.005 |a|^2 + 0.05`` with ``v_goal ~ U[0, 3]``;
 direction ``dir * v_x - 0.005 |a|^2 + 0.05`` with ``dir = +-1`` along x.
 The episode terminates when the state is not finite or the torso height leaves [0.2, 1.0].

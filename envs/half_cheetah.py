@@ -6,7 +6,7 @@ centre of mass (3 more numbers, of which x grows without bound); we keep v5's ve
 results compare with the Gymnasium literature, and the reward needs no position.
 
 Reward, with ``v_x`` the root's forward velocity over the control step
-(``(x_after - x_before) / dt``, ``dt = 0.05``) and ``a`` the clipped action:
+(``(x_after - x_before) / dt``, ``dt = 0.05``) and ``a`` the raw (unclipped) action:
 velocity ``-|v_x - v_goal| - 0.05 |a|^2`` with ``v_goal ~ U[0, 2]``;
 direction ``dir * v_x - 0.05 |a|^2`` with ``dir = +-1`` w.p. 1/2. Never terminates.
 """

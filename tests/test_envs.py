@@ -79,9 +79,10 @@ def test_half_cheetah_rewards_by_hand():
     env = gymnasium.make("metarl/HalfCheetahDir-v0").unwrapped
     env.reset(seed=0, options={"task": DirectionTask(-1.0)})
     x0 = env.data.qpos[0]
-    _, r, _, _, _ = env.step(2 * a)  # clipped to 1.0: the cost is on the applied torque
+    _, r, _, _, _ = env.step(4 * a)  # the torque is clipped to 1.0, the cost is on the action
     v = (env.data.qpos[0] - x0) / 0.05
-    assert r == pytest.approx(-v - 0.05 * 6)
+    assert r == pytest.approx(-v - 0.05 * 6 * 4)
+    np.testing.assert_allclose(env.data.ctrl, 1.0)
 
 
 def test_unknown_env_id():
