@@ -90,10 +90,13 @@ def evaluate_rl(paths: Sequence[str], *, tasks: int = 40, steps: int = 3, seed: 
                 reference=published)
 
     print(f"mean return on {tasks} held-out {first.env_id} tasks (± 95% CI over tasks):")
-    print(f"{'method':14s}" + "".join(f"{f'{s} steps':>20s}" for s in range(steps + 1)))
-    for label, r in {**results, **{k: {"mean": v, "ci95": [0.0] * len(v)}
-                                   for k, v in published.items()}}.items():
-        print(f"{label[:14]:14s}" + "".join(f"{m:>12.2f} ± {c:<5.2f}"
-                                             for m, c in zip(r["mean"], r["ci95"])))
+    width = max(len(k) for k in [*results, *published, "method"])
+    heads = "".join(f"{f'{s} step' + 's' * (s != 1):>18s}" for s in range(steps + 1))
+    print(f"{'method':{width}s}{heads}")
+    for label, r in results.items():
+        print(f"{label:{width}s}" + "".join(f"{m:>10.2f} ± {c:<5.2f}"
+                                            for m, c in zip(r["mean"], r["ci95"])))
+    for label, values in published.items():
+        print(f"{label:{width}s}" + "".join(f"{m:>10.2f}{'':8s}" for m in values[:steps + 1]))
     print(f"wrote {out_dir}/results.json, results.csv, curves.png")
     return summary
