@@ -155,9 +155,13 @@ class MetaBatch(NamedTuple):
 def sample_meta_batch(policy: nn.Module, losses: PolicyLosses, params: Mapping[str, Tensor],
                       tasks: Sequence[Any], sim: Any, *, episodes: int, horizon: int,
                       inner_steps: int, inner_lr: InnerLR, gamma: float, gae_lambda: float,
-                      seed: int, device: str | torch.device = "cpu") -> MetaBatch:
+                      seed: int, device: str | torch.device = "cpu",
+                      later_inner_lr: InnerLR | None = None) -> MetaBatch:
     """Sample support episodes, adapt (without a graph: the outer step re-adapts with one), and
-    sample query episodes with the adapted params; each set seeded from ``seed``."""
+    sample query episodes with the adapted params; each set seeded from ``seed``.
+
+    ``later_inner_lr`` is the step size of inner steps after the first (default ``inner_lr``);
+    Finn et al. (2017) evaluate with half the training step size after the first step."""
     n = len(tasks)
     p, supports, returns, steps = detach(params), [], [], 0
     sample_s = adapt_s = 0.0
@@ -171,7 +175,8 @@ def sample_meta_batch(policy: nn.Module, losses: PolicyLosses, params: Mapping[s
         steps += eps.num_steps
         if s < inner_steps:
             supports.append(batch)
-            p = adapt_tasks(losses.reinforce, p, batch, inner_lr=inner_lr, steps=1,
+            lr = inner_lr if s == 0 or later_inner_lr is None else later_inner_lr
+            p = adapt_tasks(losses.reinforce, p, batch, inner_lr=lr, steps=1,
                             first_order=True, per_task_params=bool(s))
             p = detach(p)
         sample_s += t1 - t0

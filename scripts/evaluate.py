@@ -34,7 +34,7 @@ class Evaluate:
     runs: Annotated[tuple[str, ...], tyro.conf.Positional]
     """Run directories (or checkpoint files) to evaluate side by side."""
     tasks: int | None = None
-    """Held-out tasks (default: the family's own, 600 for Omniglot as Finn et al., else 100)."""
+    """Held-out tasks (default: 600 for Omniglot as Finn et al., 40 for RL, else 100)."""
     steps: int | None = None
     """Evaluate after 0, 1, ..., steps gradient steps (default: 10 supervised, 3 RL)."""
     episodes: int | None = None
@@ -44,19 +44,24 @@ class Evaluate:
     out: str | None = None
     """Output folder (default: results/<task>)."""
     device: str = "cpu"
+    later_lr_scale: float = 0.5
+    """RL: steps after the first use this times the inner lr (Finn et al. 2017 halve it)."""
 
     def __post_init__(self) -> None:
         if not self.runs:
             raise ConfigError("name at least one run directory to evaluate")
         if (self.tasks is not None and self.tasks < 1) or (self.steps or 0) < 0:
             raise ConfigError(f"need tasks >= 1 and steps >= 0, got {self.tasks} and {self.steps}")
+        if not self.later_lr_scale >= 0:
+            raise ConfigError(f"need later-lr-scale >= 0, got {self.later_lr_scale}")
 
 
 def evaluate(args: Evaluate) -> dict:
     if load_checkpoint(args.runs[0])["config"].get("__class__") == "MetaRL":
         return evaluate_rl(args.runs, tasks=args.tasks or 40,
                            steps=3 if args.steps is None else args.steps, seed=args.seed,
-                           episodes=args.episodes, out=args.out, device=args.device)
+                           episodes=args.episodes, out=args.out, device=args.device,
+                           later_lr_scale=args.later_lr_scale)
     steps = 10 if args.steps is None else args.steps
     runs = {}
     for path in args.runs:

@@ -1,8 +1,10 @@
 """Few-shot adaptation of meta-RL runs: mean return after 0, 1, 2, 3 policy-gradient steps.
 
 Each run (and a randomly initialised policy of the same architecture) is adapted on the same
-seeded held-out tasks exactly as in meta-training: sample episodes, take one inner step on them,
-sample again. Called by ``metarl-evaluate`` when the runs are RL runs.
+seeded held-out tasks as in meta-training: sample episodes, take one inner step on them, sample
+again. As in Finn et al. (2017, appendix: "halving the learning rate after the first gradient
+step produced superior performance"), steps after the first use ``later_lr_scale`` (0.5) times
+the run's inner learning rate. Called by ``metarl-evaluate`` when the runs are RL runs.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def load_runs(paths: Sequence[str], device: str) -> dict[str, tuple[RLConfig, di
 
 def evaluate_rl(paths: Sequence[str], *, tasks: int = 40, steps: int = 3, seed: int = 12345,
                 episodes: int | None = None, out: str | None = None, device: str = "cpu",
-                random_policy: bool = True) -> dict:
+                random_policy: bool = True, later_lr_scale: float = 0.5) -> dict:
     runs = load_runs(paths, device)
     first = next(iter(runs.values()))[0]
     env = first.env_id.split("/")[-1].removesuffix("-v0")
@@ -67,7 +69,8 @@ def evaluate_rl(paths: Sequence[str], *, tasks: int = 40, steps: int = 3, seed: 
         batch = sample_meta_batch(problem.policy, PolicyLosses(problem.policy), theta, held_out,
                                   problem.sim, episodes=n_eps, horizon=problem.horizon,
                                   inner_steps=steps, inner_lr=cfg.inner_lr, gamma=cfg.gamma,
-                                  gae_lambda=cfg.gae_lambda, seed=seed, device=device)
+                                  gae_lambda=cfg.gae_lambda, seed=seed, device=device,
+                                  later_inner_lr=later_lr_scale * cfg.inner_lr)
         mean, ci = mean_ci95(batch.returns.T.cpu())  # over tasks
         results[label] = {"mean": mean.tolist(), "ci95": ci.tolist(), "iterations": iterations}
 
@@ -76,6 +79,7 @@ def evaluate_rl(paths: Sequence[str], *, tasks: int = 40, steps: int = 3, seed: 
     published = {f"Finn et al. 2017 (MAML, {k})": v
                  for k, v in PUBLISHED.items() if env.startswith(k)}
     summary = {"env_id": first.env_id, "metric": "mean return", "tasks": tasks, "seed": seed,
+               "later_lr_scale": later_lr_scale,
                "steps": list(range(steps + 1)), "methods": results, "published": published}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     with open(out_dir / "results.csv", "w", newline="") as f:

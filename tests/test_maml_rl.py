@@ -11,11 +11,13 @@ import torch
 
 from algos.maml_trpo import trpo_step
 from envs import ENV_IDS
+from metarl.adapt import adapt_tasks
 from metarl.checkpoint import load_checkpoint
 from metarl.config import RLConfig
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.params import params_of
+from metarl.policies import log_prob
 from metarl.rl import PolicyLosses, inner_adapt, mean_over_tasks, sample_meta_batch, setup
 from scripts import evaluate, train
 from scripts.evaluate_rl import evaluate_rl
@@ -83,6 +85,26 @@ def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
         old_out = torch.func.vmap(losses.outputs)(old, batch.query)
         kl = mean_over_tasks(losses.kl, new, batch.query, old_out).item()
     assert math.isclose(kl, stats["trpo/kl"], rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("later_lr", [0.0, 0.05])
+def test_later_inner_steps_use_their_own_step_size(later_lr):
+    """Finn et al. evaluate with half the step size after the first step: the episodes after
+    two steps must come from params adapted with ``inner_lr`` and then ``later_lr``."""
+    problem = setup("metarl/Navigation2D-v0", num_tasks=3, episodes=4, horizon=10,
+                    hidden=(8,), nonlinearity="tanh", seed=0)
+    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+    tasks = problem.env.sample_tasks(3, np.random.default_rng(0))
+    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=4,
+                              horizon=10, inner_steps=2, inner_lr=0.1, gamma=0.99,
+                              gae_lambda=1.0, seed=0, later_inner_lr=later_lr)
+    first = inner_adapt(losses.reinforce, theta, batch.supports[:1], 3, inner_lr=0.1)
+    second = adapt_tasks(losses.reinforce, first, batch.supports[1], inner_lr=later_lr,
+                         per_task_params=True)
+    with torch.no_grad():
+        logp = torch.func.vmap(lambda p, b: log_prob(losses.distribution, losses.outputs(p, b),
+                                                     b.actions))(second, batch.query)
+    torch.testing.assert_close(logp, batch.query.old_log_probs, rtol=1e-5, atol=1e-5)
 
 
 def test_trpo_with_subsampled_curvature_still_respects_the_bound(tmp_path):
