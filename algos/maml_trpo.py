@@ -91,8 +91,8 @@ def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
         kl = mean_over_tasks(losses.kl, adapted, batch.query, reference)
     Hvp = hessian_vector_product(kl, leaves, damping=cfg.cg_damping)
     # Step direction H^-1 g by conjugate gradient, scaled so 0.5 s^T H s = max_kl.
-    direction = conjugate_gradient(Hvp, g, iterations=cfg.cg_iters)
-    step = scale_to_trust_region(direction, Hvp, cfg.max_kl)
+    direction, H_direction = conjugate_gradient(Hvp, g, iterations=cfg.cg_iters)
+    step = scale_to_trust_region(direction, H_direction, cfg.max_kl)
     old = flatten(theta).detach().clone()
 
     def set_theta(vector: torch.Tensor) -> None:

@@ -25,12 +25,15 @@ def test_conjugate_gradient_solves_spd_system():
     a = torch.randn(12, 12, generator=g, dtype=torch.float64)
     A = a @ a.T + 0.5 * torch.eye(12, dtype=torch.float64)
     b = torch.randn(12, generator=g, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: A @ v, b, iterations=12)
+    x, Ax = conjugate_gradient(lambda v: A @ v, b, iterations=12)
     torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=1e-8, atol=1e-8)
+    # The accumulated product is A x itself, so TRPO can skip one product.
+    x, Ax = conjugate_gradient(lambda v: A @ v, b, iterations=5)
+    torch.testing.assert_close(Ax, A @ x, rtol=1e-10, atol=1e-10)
     # 10 iterations of a well-conditioned 50-dim system get close, as TRPO relies on.
     A = torch.diag(torch.linspace(1, 3, 50, dtype=torch.float64))
     b = torch.ones(50, dtype=torch.float64)
-    assert (A @ conjugate_gradient(lambda v: A @ v, b, iterations=10) - b).norm() < 1e-3
+    assert (A @ conjugate_gradient(lambda v: A @ v, b, iterations=10)[0] - b).norm() < 1e-3
 
 
 def _tiny(tasks=3, T=4, E=3, seed=0):
@@ -118,7 +121,8 @@ def test_line_search_never_accepts_above_max_kl_or_non_finite():
 
 def test_step_is_scaled_to_the_trust_region():
     A = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64))
-    s = scale_to_trust_region(torch.tensor([1.0, 1.0], dtype=torch.float64), lambda v: A @ v, 0.01)
+    d = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    s = scale_to_trust_region(d, A @ d, 0.01)
     assert math.isclose(0.5 * (s @ A @ s).item(), 0.01, rel_tol=1e-9)
-    zero = scale_to_trust_region(torch.zeros(2), lambda v: v * float("nan"), 0.01)
+    zero = scale_to_trust_region(torch.zeros(2), torch.full((2,), float("nan")), 0.01)
     assert torch.equal(zero, torch.zeros(2))
