@@ -80,15 +80,8 @@ def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
     old_loss = mean_over_tasks(losses.surrogate, adapted, batch.query)
     g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(old_loss, leaves,
                                                               retain_graph=True)])
-    # Curvature: the Hessian of the mean KL at theta_old, through the adaptation; optionally on
-    # a subsample of each task's episodes.
-    if cfg.cg_subsample < 1:
-        sub = subsample(batch, cfg.cg_subsample)
-        adapted_sub = adapt(sub.supports)
-        kl = mean_over_tasks(losses.kl, adapted_sub, sub.query,
-                             old_outputs(adapted_sub, sub.query))
-    else:
-        kl = mean_over_tasks(losses.kl, adapted, batch.query, reference)
+    # Curvature: the Hessian of the mean KL at theta_old (CG's matrix).
+    kl = curvature_kl(cfg, losses, theta, batch, adapted, reference)
     Hvp = hessian_vector_product(kl, leaves, damping=cfg.cg_damping)
     # Step direction H^-1 g by conjugate gradient, scaled so 0.5 s^T H s = max_kl.
     direction, H_direction = conjugate_gradient(Hvp, g, iterations=cfg.cg_iters)
@@ -116,6 +109,25 @@ def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
             "trpo/line_search_steps": float(result.steps),
             "trpo/accepted": float(result.accepted),
             "trpo/grad_norm": g.norm().item()}
+
+
+def curvature_kl(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch,
+                 adapted: dict, reference: tuple) -> torch.Tensor:
+    """The mean KL whose Hessian at theta_old conjugate gradient uses: through the second-order
+    adaptation (exact), or with the adapted params' dependence on theta taken as the identity
+    (``cg_first_order``: the Fisher of the adapted policies); on ``cg_subsample`` of the
+    episodes. ``adapted`` and ``reference`` are the full batch's adapted params and outputs."""
+    if cfg.cg_subsample >= 1 and not cfg.cg_first_order:
+        return mean_over_tasks(losses.kl, adapted, batch.query, reference)
+    sub = subsample(batch, cfg.cg_subsample) if cfg.cg_subsample < 1 else batch
+    if cfg.cg_first_order:
+        # theta'_i = theta + (theta'_i - theta) held constant: the same values, Jacobian I.
+        params = {k: theta[k] + (adapted[k] - theta[k]).detach() for k in theta}
+    else:
+        params = inner_adapt(losses.reinforce, theta, sub.supports, len(batch.tasks),
+                             inner_lr=cfg.inner_lr, first_order=cfg.first_order)
+    old = tuple(o.detach() for o in vmap(losses.outputs)(params, sub.query))
+    return mean_over_tasks(losses.kl, params, sub.query, old)
 
 
 def subsample(batch: MetaBatch, fraction: float) -> MetaBatch:

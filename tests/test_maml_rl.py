@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from algos.maml_trpo import trpo_step
+from algos.maml_trpo import curvature_kl, trpo_step
 from envs import ENV_IDS
 from metarl.adapt import adapt_tasks
 from metarl.checkpoint import load_checkpoint
@@ -19,6 +19,7 @@ from metarl.logger import Run
 from metarl.params import params_of
 from metarl.policies import log_prob
 from metarl.rl import PolicyLosses, inner_adapt, mean_over_tasks, sample_meta_batch, setup
+from metarl.trpo import hessian_vector_product
 from scripts import evaluate, train
 from scripts.evaluate_rl import evaluate_rl
 from scripts.rl_presets import RL_PRESETS, MetaRL
@@ -105,6 +106,55 @@ def test_later_inner_steps_use_their_own_step_size(later_lr):
         logp = torch.func.vmap(lambda p, b: log_prob(losses.distribution, losses.outputs(p, b),
                                                      b.actions))(second, batch.query)
     torch.testing.assert_close(logp, batch.query.old_log_probs, rtol=1e-5, atol=1e-5)
+
+
+def _nav_batch(inner_lr, seed=0):
+    problem = setup("metarl/Navigation2D-v0", num_tasks=4, episodes=5, horizon=20,
+                    hidden=(16, 16), nonlinearity="tanh", seed=seed)
+    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+    tasks = problem.env.sample_tasks(4, np.random.default_rng(seed))
+    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=5,
+                              horizon=20, inner_steps=1, inner_lr=inner_lr, gamma=0.99,
+                              gae_lambda=1.0, seed=seed)
+    return theta, losses, batch
+
+
+def test_first_order_curvature_is_exact_without_adaptation():
+    """With inner_lr -> 0 the adapted params are theta itself, so the Fisher of the adapted
+    policies is the exact KL Hessian; with inner_lr = 0.1 the two differ (the Jacobian of the
+    inner step is dropped)."""
+    gaps = []
+    for inner_lr in (1e-9, 0.1):
+        theta, losses, batch = _nav_batch(inner_lr=inner_lr)
+        leaves = list(theta.values())
+        v = torch.randn(sum(x.numel() for x in leaves), generator=torch.Generator().manual_seed(1))
+        adapted = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=inner_lr)
+        reference = tuple(o.detach() for o in torch.func.vmap(losses.outputs)(adapted, batch.query))
+        products = []
+        for cg_first_order in (False, True):
+            cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, inner_lr=inner_lr,
+                           cg_first_order=cg_first_order)
+            kl = curvature_kl(cfg, losses, theta, batch, adapted, reference)
+            products.append(hessian_vector_product(kl, leaves)(v))
+        gaps.append(((products[0] - products[1]).norm() / products[0].norm()).item())
+    assert gaps[0] < 1e-5 < 1e-3 < gaps[1]
+
+
+@pytest.mark.parametrize("cg_subsample", [1.0, 0.4])
+def test_first_order_curvature_step_respects_the_exact_kl_bound(cg_subsample):
+    theta, losses, batch = _nav_batch(inner_lr=0.1)
+    cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, cg_first_order=True,
+                   cg_subsample=cg_subsample)
+    before = {k: v.detach().clone() for k, v in theta.items()}
+    stats = trpo_step(cfg, losses, theta, batch)
+    assert stats["trpo/accepted"] == 1.0
+    assert stats["loss/surrogate_after"] < stats["loss/surrogate_before"]
+    with torch.no_grad():  # the KL through the second-order adaptation, measured afresh
+        old = inner_adapt(losses.reinforce, before, batch.supports, 4, inner_lr=0.1)
+        new = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=0.1)
+        kl = mean_over_tasks(losses.kl, new, batch.query,
+                             torch.func.vmap(losses.outputs)(old, batch.query)).item()
+    assert 0 < kl <= cfg.max_kl
 
 
 def test_trpo_with_subsampled_curvature_still_respects_the_bound(tmp_path):
