@@ -6,10 +6,11 @@ stepping), measured side by side in one run.
 
 Preset: HalfCheetahVel at horizon 100, 40 tasks x 20 episodes (support + query = 160k
 env-steps per meta-iteration), 64x64 tanh policy, 1 inner step, CG 10 iterations; 2D
-navigation with 20 tasks x 20 episodes. Both with exact CG (the reference's setting) and with
-the KL curvature on 20% of the episodes (``--cg-subsample 0.2``). The public PyTorch reference
-takes about 19 s (cheetah, 2 workers) and 6.5 s (navigation) per meta-iteration on this
-machine (figures quoted in the issue; it is not run here).
+navigation with 20 tasks x 20 episodes. Curvature settings: exact (the reference's: KL
+Hessian through the second-order adaptation), on 20% of the episodes (``--cg-subsample 0.2``),
+and the Fisher of the adapted policies (``--cg-first-order``, all or 20% of the episodes).
+The public PyTorch reference takes about 19 s (cheetah, 2 workers) and 6.5 s (navigation) per
+meta-iteration on this machine (figures quoted in the issue; it is not run here).
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ from metarl.rl import PolicyLosses, iteration_seed, sample_meta_batch, setup  # 
 REFERENCE_SECONDS = {"metarl/HalfCheetahVel-v0": 19.0, "metarl/Navigation2D-v0": 6.5}
 
 
-def bench(env_id: str, meta_batch: int, iterations: int, subsample: float) -> dict:
-    cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20, cg_subsample=subsample)
+SETTINGS = {
+    "exact": {},
+    "sub0.2": {"cg_subsample": 0.2},
+    "fo": {"cg_first_order": True},
+    "fo-sub0.2": {"cg_first_order": True, "cg_subsample": 0.2},
+}
+
+
+def bench(env_id: str, meta_batch: int, iterations: int, setting: dict) -> dict:
+    cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20, **setting)
     problem = setup(env_id, num_tasks=meta_batch, episodes=20, horizon=None, hidden=cfg.hidden,
                     nonlinearity=cfg.nonlinearity, seed=0)
     theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
@@ -66,7 +75,7 @@ def main() -> None:
     parser.add_argument("--env", choices=["cheetah", "nav", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--cg-subsample", type=float, nargs="+", default=[1.0, 0.2])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     envs = {"cheetah": [("metarl/HalfCheetahVel-v0", 40)], "nav": [("metarl/Navigation2D-v0", 20)]}
@@ -74,10 +83,10 @@ def main() -> None:
     print(f"MAML-TRPO seconds per meta-iteration, medians of {args.iterations} iterations "
           f"(after one warm-up), torch threads={args.torch_threads}")
     for env_id, n in chosen:
-        for sub in args.cg_subsample:
-            m = bench(env_id, n, args.iterations, sub)
+        for name in args.settings:
+            m = bench(env_id, n, args.iterations, SETTINGS[name])
             ref = REFERENCE_SECONDS[env_id]
-            print(f"{env_id} {n} tasks x 20 episodes, cg_subsample={sub}: "
+            print(f"{env_id} {n} tasks x 20 episodes, curvature {name} {SETTINGS[name]}: "
                   f"sampling {m['sampling']:.2f} s, adaptation {m['adaptation']:.2f} s, "
                   f"outer step {m['outer']:.2f} s, total {m['total']:.2f} s; "
                   f"physics floor {m['floor']:.2f} s")
