@@ -38,7 +38,10 @@ def load_runs(paths: Sequence[str], device: str) -> dict[str, tuple[RLConfig, di
     for path in paths:
         checkpoint = load_checkpoint(path, map_location=device)
         config = from_dict(checkpoint["config"], {"MetaRL": MetaRL, "RLConfig": RLConfig})
-        label = "pretrain" if config.rl.pretrain else config.rl.algo
+        rl = config.rl
+        label = "pretrain" if rl.pretrain else rl.algo
+        label += ", cg-first-order" * rl.cg_first_order
+        label += f", cg-subsample {rl.cg_subsample:g}" * (rl.cg_subsample < 1)
         while label in runs:
             label += "'"
         runs[label] = (config.rl, checkpoint["state"])
