@@ -22,6 +22,7 @@ from metarl.rl import (
     mean_over_tasks,
     sample_iteration,
     setup_for,
+    torch_threads,
 )
 
 
@@ -41,13 +42,14 @@ def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
         batch = sample_iteration(cfg, problem, losses, theta, iteration)
         # 10: theta <- theta - beta grad_theta sum_i L_Ti(f_theta'_i)   (Adam), through step 7
         t0 = time.perf_counter()
-        adapted = inner_adapt(losses.reinforce, theta, batch.supports, len(batch.tasks),
-                              inner_lr=cfg.inner_lr, first_order=cfg.first_order)
-        outer_loss = mean_over_tasks(losses.reinforce, adapted, batch.query)
-        optimizer.zero_grad(set_to_none=True)
-        outer_loss.backward()
-        grad_norm = torch.cat([p.grad.reshape(-1) for p in theta.values()]).norm()
-        optimizer.step()
+        with torch_threads(cfg.outer_torch_threads):
+            adapted = inner_adapt(losses.reinforce, theta, batch.supports, len(batch.tasks),
+                                  inner_lr=cfg.inner_lr, first_order=cfg.first_order)
+            outer_loss = mean_over_tasks(losses.reinforce, adapted, batch.query)
+            optimizer.zero_grad(set_to_none=True)
+            outer_loss.backward()
+            grad_norm = torch.cat([p.grad.reshape(-1) for p in theta.values()]).norm()
+            optimizer.step()
         outer_seconds = time.perf_counter() - t0
 
         run.end_iteration(iteration + 1,

@@ -28,6 +28,7 @@ from metarl.rl import (
     mean_over_tasks,
     sample_iteration,
     setup_for,
+    torch_threads,
 )
 from metarl.trpo import (
     conjugate_gradient,
@@ -52,7 +53,8 @@ def train(cfg: RLConfig, run: Run, resume: dict | None = None) -> None:
         batch = sample_iteration(cfg, problem, losses, theta, iteration)
         # 10: theta <- TRPO step on sum_i L_Ti(f_theta'_i), differentiating through step 7
         t0 = time.perf_counter()
-        stats = trpo_step(cfg, losses, theta, batch)
+        with torch_threads(cfg.outer_torch_threads):
+            stats = trpo_step(cfg, losses, theta, batch)
         outer_seconds = time.perf_counter() - t0
 
         run.end_iteration(iteration + 1,

@@ -30,7 +30,13 @@ from bench_sampler import floor_fn  # noqa: E402
 from algos.maml_trpo import trpo_step  # noqa: E402
 from metarl.config import RLConfig  # noqa: E402
 from metarl.params import params_of  # noqa: E402
-from metarl.rl import PolicyLosses, iteration_seed, sample_meta_batch, setup  # noqa: E402
+from metarl.rl import (  # noqa: E402
+    PolicyLosses,
+    iteration_seed,
+    sample_meta_batch,
+    setup,
+    torch_threads,
+)
 
 REFERENCE_SECONDS = {"metarl/HalfCheetahVel-v0": 19.0, "metarl/Navigation2D-v0": 6.5}
 
@@ -43,8 +49,10 @@ SETTINGS = {
 }
 
 
-def bench(env_id: str, meta_batch: int, iterations: int, setting: dict) -> dict:
-    cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20, **setting)
+def bench(env_id: str, meta_batch: int, iterations: int, setting: dict,
+          outer_threads: int | None = None) -> dict:
+    cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20,
+                   outer_torch_threads=outer_threads, **setting)
     problem = setup(env_id, num_tasks=meta_batch, episodes=20, horizon=None, hidden=cfg.hidden,
                     nonlinearity=cfg.nonlinearity, seed=0)
     theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
@@ -59,7 +67,8 @@ def bench(env_id: str, meta_batch: int, iterations: int, setting: dict) -> dict:
                                   inner_lr=cfg.inner_lr, gamma=cfg.gamma,
                                   gae_lambda=cfg.gae_lambda, seed=seed)
         t1 = time.perf_counter()
-        trpo_step(cfg, losses, theta, batch)
+        with torch_threads(cfg.outer_torch_threads):
+            trpo_step(cfg, losses, theta, batch)
         t2 = time.perf_counter()
         floor()  # the same env-steps as support + query: two rounds of N x E x T
         floor()
@@ -75,16 +84,19 @@ def main() -> None:
     parser.add_argument("--env", choices=["cheetah", "nav", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--outer-torch-threads", type=int, default=None,
+                        help="threads for the outer step only (default: --torch-threads)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     envs = {"cheetah": [("metarl/HalfCheetahVel-v0", 40)], "nav": [("metarl/Navigation2D-v0", 20)]}
     chosen = envs["cheetah"] + envs["nav"] if args.env == "both" else envs[args.env]
     print(f"MAML-TRPO seconds per meta-iteration, medians of {args.iterations} iterations "
-          f"(after one warm-up), torch threads={args.torch_threads}")
+          f"(after one warm-up), torch threads={args.torch_threads}, "
+          f"outer step {args.outer_torch_threads or args.torch_threads}")
     for env_id, n in chosen:
         for name in args.settings:
-            m = bench(env_id, n, args.iterations, SETTINGS[name])
+            m = bench(env_id, n, args.iterations, SETTINGS[name], args.outer_torch_threads)
             ref = REFERENCE_SECONDS[env_id]
             print(f"{env_id} {n} tasks x 20 episodes, curvature {name} {SETTINGS[name]}: "
                   f"sampling {m['sampling']:.2f} s, adaptation {m['adaptation']:.2f} s, "

@@ -142,6 +142,10 @@ class RLConfig:
     torch_threads: int = 1
     """CPU threads for torch. One leaves the other core to MuJoCo's pool and avoids OpenMP
     oversubscription (measured here: 15x slower with 2 threads while another process runs)."""
+    outer_torch_threads: int | None = None
+    """CPU threads for the outer step only (default ``torch_threads``): sampling keeps
+    ``torch_threads`` so MuJoCo's pool has the cores, and the outer step, where MuJoCo is idle,
+    may use them all (on an idle 2-core machine, 2 here halves HalfCheetah's outer step)."""
     log_every: int = 1
     checkpoint_every: int = 10
 
@@ -151,6 +155,9 @@ class RLConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0,
                   f"{name} must be a positive integer, got {value!r}")
+        check(self.outer_torch_threads is None or (isinstance(self.outer_torch_threads, int)
+                                                   and self.outer_torch_threads > 0),
+              f"outer_torch_threads must be a positive integer, got {self.outer_torch_threads!r}")
         check(self.horizon is None or (isinstance(self.horizon, int) and self.horizon > 0),
               f"horizon must be a positive integer, got {self.horizon!r}")
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,

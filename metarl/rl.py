@@ -9,7 +9,8 @@ policy) are pure functions of ``(params, batch)`` that ``torch.func.vmap`` maps 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -250,6 +251,18 @@ def checkpoint_state(theta: Mapping[str, Tensor], iteration: int,
     return {"params": {k: v.detach().cpu() for k, v in theta.items()},
             "optimizer": None if optimizer is None else optimizer.state_dict(),
             "iteration": iteration}
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block on ``n`` torch CPU threads (``None``: unchanged), then restore the count."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def iteration_seed(seed: int, iteration: int) -> int:

@@ -33,7 +33,8 @@ RL_ALGORITHMS: dict[str, Callable] = {"maml-trpo": maml_trpo.train,
 ALL_PRESETS = {**PRESETS, **RL_PRESETS}
 ALL_CONFIG_TYPES = {**CONFIG_TYPES, "MetaRL": MetaRL, "RLConfig": RLConfig}
 # Options that may differ between a run and its resumption.
-RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device", "torch_threads"}
+RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device", "torch_threads",
+             "outer_torch_threads"}
 
 
 def _check_resumable(saved: dict, current: dict, path: str = "") -> None:

@@ -18,7 +18,14 @@ from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.params import params_of
 from metarl.policies import log_prob
-from metarl.rl import PolicyLosses, inner_adapt, mean_over_tasks, sample_meta_batch, setup
+from metarl.rl import (
+    PolicyLosses,
+    inner_adapt,
+    mean_over_tasks,
+    sample_meta_batch,
+    setup,
+    torch_threads,
+)
 from metarl.trpo import hessian_vector_product
 from scripts import evaluate, train
 from scripts.evaluate_rl import evaluate_rl
@@ -155,6 +162,17 @@ def test_first_order_curvature_step_respects_the_exact_kl_bound(cg_subsample):
         kl = mean_over_tasks(losses.kl, new, batch.query,
                              torch.func.vmap(losses.outputs)(old, batch.query)).item()
     assert 0 < kl <= cfg.max_kl
+
+
+def test_outer_step_threads_are_scoped():
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="outer_torch_threads"):
+        RLConfig(outer_torch_threads=0)
 
 
 def test_trpo_with_subsampled_curvature_still_respects_the_bound(tmp_path):
