@@ -2,9 +2,9 @@
 
 Each run (and a randomly initialised policy of the same architecture) is adapted on the same
 seeded held-out tasks as in meta-training: sample episodes, take one inner step on them, sample
-again. As in Finn et al. (2017, appendix: "halving the learning rate after the first gradient
-step produced superior performance"), steps after the first use ``later_lr_scale`` (0.5) times
-the run's inner learning rate. Called by ``metarl-evaluate`` when the runs are RL runs.
+again. Finn et al. (2017, Section 5.3) report that halving the step size after the first step
+worked better at evaluation, so steps after the first use ``later_lr_scale`` (0.5) times the
+run's inner learning rate. Called by ``metarl-evaluate`` when the runs are RL runs.
 """
 
 from __future__ import annotations
