@@ -73,12 +73,9 @@ def trpo_step(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBatch
         return inner_adapt(losses.reinforce, theta, supports, len(batch.tasks),
                            inner_lr=cfg.inner_lr, first_order=cfg.first_order)
 
-    def old_outputs(adapted: dict, query: PolicyBatch) -> tuple:
-        return tuple(o.detach() for o in vmap(losses.outputs)(adapted, query))
-
     # The surrogate's gradient g, on all query episodes.
     adapted = adapt(batch.supports)
-    reference = old_outputs(adapted, batch.query)
+    reference = old_outputs(losses, adapted, batch.query)
     old_loss = mean_over_tasks(losses.surrogate, adapted, batch.query)
     g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(old_loss, leaves,
                                                               retain_graph=True)])
@@ -128,8 +125,12 @@ def curvature_kl(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBa
     else:
         params = inner_adapt(losses.reinforce, theta, sub.supports, len(batch.tasks),
                              inner_lr=cfg.inner_lr, first_order=cfg.first_order)
-    old = tuple(o.detach() for o in vmap(losses.outputs)(params, sub.query))
-    return mean_over_tasks(losses.kl, params, sub.query, old)
+    return mean_over_tasks(losses.kl, params, sub.query, old_outputs(losses, params, sub.query))
+
+
+def old_outputs(losses: PolicyLosses, adapted: dict, query: PolicyBatch) -> tuple:
+    """Each task's adapted policy outputs on its query states, as constants (the old policy)."""
+    return tuple(o.detach() for o in vmap(losses.outputs)(adapted, query))
 
 
 def subsample(batch: MetaBatch, fraction: float) -> MetaBatch:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from algos import maml, maml_reinforce, maml_trpo, pretrain, reptile
 from envs import ENV_IDS
 from metarl.checkpoint import load_checkpoint
@@ -21,6 +19,7 @@ from metarl.cli import parse_preset, user_errors
 from metarl.config import RLConfig, from_dict, to_dict
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
+from metarl.rl import torch_threads
 from scripts.presets import CONFIG_TYPES, PRESETS, Supervised
 from scripts.rl_presets import RL_PRESETS, MetaRL
 
@@ -72,15 +71,13 @@ def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
     run = Run(run_dir, to_dict(config), total=hyper.iterations, start=start,
               log_every=hyper.log_every, checkpoint_every=hyper.checkpoint_every,
               progress=progress)
-    threads = torch.get_num_threads()
     try:
         if isinstance(config, MetaRL):
-            torch.set_num_threads(config.rl.torch_threads)
-            RL_ALGORITHMS[config.rl.algo](config.rl, run, resume)
+            with torch_threads(config.rl.torch_threads):
+                RL_ALGORITHMS[config.rl.algo](config.rl, run, resume)
         else:
             ALGORITHMS[config.meta.method](family, config.meta, run, resume)
     finally:
-        torch.set_num_threads(threads)
         run.close()
     return run.checkpoint_path
 
