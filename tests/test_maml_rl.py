@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from algos.maml_trpo import curvature_kl, trpo_step
+from algos.maml_trpo import curvature_kl, old_outputs, trpo_step
 from envs import ENV_IDS
 from metarl.adapt import adapt_tasks
 from metarl.checkpoint import load_checkpoint
@@ -71,15 +71,30 @@ def _scalars(run_dir) -> dict[str, float]:
     return {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]}
 
 
+def _nav_batch(inner_lr, seed=0):
+    problem = setup("metarl/Navigation2D-v0", num_tasks=4, episodes=5, horizon=20,
+                    hidden=(16, 16), nonlinearity="tanh", seed=seed)
+    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+    tasks = problem.env.sample_tasks(4, np.random.default_rng(seed))
+    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=5,
+                              horizon=20, inner_steps=1, inner_lr=inner_lr, gamma=0.99,
+                              gae_lambda=1.0, seed=seed)
+    return theta, losses, batch
+
+
+def _kl_through_adaptation(losses, before, theta, batch, inner_lr=0.1) -> float:
+    """The mean KL between the policies adapted from ``before`` and from ``theta``, measured
+    afresh through the (second-order) inner step."""
+    with torch.no_grad():
+        old = inner_adapt(losses.reinforce, before, batch.supports, 4, inner_lr=inner_lr)
+        new = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=inner_lr)
+        return mean_over_tasks(losses.kl, new, batch.query,
+                               old_outputs(losses, old, batch.query)).item()
+
+
 def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
     cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, max_kl=0.01)
-    problem = setup(cfg.env_id, num_tasks=4, episodes=5, horizon=20, hidden=(16, 16),
-                    nonlinearity="tanh", seed=0)
-    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
-    tasks = problem.env.sample_tasks(4, np.random.default_rng(0))
-    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=5,
-                              horizon=20, inner_steps=1, inner_lr=0.1, gamma=0.99,
-                              gae_lambda=1.0, seed=0)
+    theta, losses, batch = _nav_batch(inner_lr=0.1)
     before = {k: v.detach().clone() for k, v in theta.items()}
     stats = trpo_step(cfg, losses, theta, batch)
     assert stats["trpo/accepted"] == 1.0
@@ -87,11 +102,7 @@ def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
     assert 0 < stats["trpo/kl"] <= cfg.max_kl
     assert any(not torch.equal(before[k], theta[k]) for k in theta)
     # The KL measured independently agrees with what the line search accepted.
-    with torch.no_grad():
-        old = inner_adapt(losses.reinforce, before, batch.supports, 4, inner_lr=0.1)
-        new = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=0.1)
-        old_out = torch.func.vmap(losses.outputs)(old, batch.query)
-        kl = mean_over_tasks(losses.kl, new, batch.query, old_out).item()
+    kl = _kl_through_adaptation(losses, before, theta, batch)
     assert math.isclose(kl, stats["trpo/kl"], rel_tol=1e-4)
 
 
@@ -115,17 +126,6 @@ def test_later_inner_steps_use_their_own_step_size(later_lr):
     torch.testing.assert_close(logp, batch.query.old_log_probs, rtol=1e-5, atol=1e-5)
 
 
-def _nav_batch(inner_lr, seed=0):
-    problem = setup("metarl/Navigation2D-v0", num_tasks=4, episodes=5, horizon=20,
-                    hidden=(16, 16), nonlinearity="tanh", seed=seed)
-    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
-    tasks = problem.env.sample_tasks(4, np.random.default_rng(seed))
-    batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim, episodes=5,
-                              horizon=20, inner_steps=1, inner_lr=inner_lr, gamma=0.99,
-                              gae_lambda=1.0, seed=seed)
-    return theta, losses, batch
-
-
 def test_first_order_curvature_is_exact_without_adaptation():
     """With inner_lr -> 0 the adapted params are theta itself, so the Fisher of the adapted
     policies is the exact KL Hessian; with inner_lr = 0.1 the two differ (the Jacobian of the
@@ -136,7 +136,7 @@ def test_first_order_curvature_is_exact_without_adaptation():
         leaves = list(theta.values())
         v = torch.randn(sum(x.numel() for x in leaves), generator=torch.Generator().manual_seed(1))
         adapted = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=inner_lr)
-        reference = tuple(o.detach() for o in torch.func.vmap(losses.outputs)(adapted, batch.query))
+        reference = old_outputs(losses, adapted, batch.query)
         products = []
         for cg_first_order in (False, True):
             cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, inner_lr=inner_lr,
@@ -156,12 +156,7 @@ def test_first_order_curvature_step_respects_the_exact_kl_bound(cg_subsample):
     stats = trpo_step(cfg, losses, theta, batch)
     assert stats["trpo/accepted"] == 1.0
     assert stats["loss/surrogate_after"] < stats["loss/surrogate_before"]
-    with torch.no_grad():  # the KL through the second-order adaptation, measured afresh
-        old = inner_adapt(losses.reinforce, before, batch.supports, 4, inner_lr=0.1)
-        new = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=0.1)
-        kl = mean_over_tasks(losses.kl, new, batch.query,
-                             torch.func.vmap(losses.outputs)(old, batch.query)).item()
-    assert 0 < kl <= cfg.max_kl
+    assert 0 < _kl_through_adaptation(losses, before, theta, batch) <= cfg.max_kl
 
 
 def test_outer_step_threads_are_scoped():
