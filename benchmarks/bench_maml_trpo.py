@@ -7,8 +7,8 @@ stepping), measured side by side in one run.
 Preset: HalfCheetahVel at horizon 100, 40 tasks x 20 episodes (support + query = 160k
 env-steps per meta-iteration), 64x64 tanh policy, 1 inner step, CG 10 iterations; 2D
 navigation with 20 tasks x 20 episodes. Curvature settings: exact (the reference's: KL
-Hessian through the second-order adaptation), on 20% of the episodes (``--cg-subsample 0.2``),
-and the Fisher of the adapted policies (``--cg-first-order``, all or 20% of the episodes).
+Hessian through the second-order adaptation), the same on 20% of the tasks (``--cg-subsample
+0.2``), and the Fisher of the adapted policies (``--cg-first-order``, all or 20% of the tasks).
 The public PyTorch reference takes about 19 s (cheetah, 2 workers) and 6.5 s (navigation) per
 meta-iteration on this machine (figures quoted in the issue; it is not run here).
 """

@@ -147,6 +147,34 @@ def test_first_order_curvature_is_exact_without_adaptation():
     assert gaps[0] < 1e-5 < 1e-3 < gaps[1]
 
 
+@pytest.mark.parametrize("cg_first_order", [False, True])
+def test_subsampled_curvature_is_the_exact_curvature_of_a_subset_of_tasks(cg_first_order):
+    """``cg_subsample`` keeps whole tasks: its Hessian-vector product is the mean of those
+    tasks' own products, each adapted alone on all its support episodes (a per-task loop)."""
+    theta, losses, batch = _nav_batch(inner_lr=0.1)
+    leaves = list(theta.values())
+    v = torch.randn(sum(x.numel() for x in leaves), generator=torch.Generator().manual_seed(2))
+    adapted = inner_adapt(losses.reinforce, theta, batch.supports, 4, inner_lr=0.1)
+    reference = old_outputs(losses, adapted, batch.query)
+    cfg = RLConfig(meta_batch=4, episodes=5, horizon=20, cg_subsample=0.5,
+                   cg_first_order=cg_first_order)
+    subsampled = hessian_vector_product(
+        curvature_kl(cfg, losses, theta, batch, adapted, reference), leaves)(v)
+
+    one_task = replace(cfg, cg_subsample=1.0)
+    per_task = []
+    for i in range(2):  # ceil(0.5 * 4) tasks
+        task = batch._replace(tasks=batch.tasks[i:i + 1],
+                              supports=[type(s)(*(x[i:i + 1] for x in s))
+                                        for s in batch.supports],
+                              query=type(batch.query)(*(x[i:i + 1] for x in batch.query)))
+        alone = inner_adapt(losses.reinforce, theta, task.supports, 1, inner_lr=0.1)
+        kl = curvature_kl(one_task, losses, theta, task, alone,
+                          old_outputs(losses, alone, task.query))
+        per_task.append(hessian_vector_product(kl, leaves)(v))
+    torch.testing.assert_close(subsampled, torch.stack(per_task).mean(0), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("cg_subsample", [1.0, 0.4])
 def test_first_order_curvature_step_respects_the_exact_kl_bound(cg_subsample):
     theta, losses, batch = _nav_batch(inner_lr=0.1)
