@@ -24,6 +24,24 @@ def check_positive(name: str, value: float) -> None:
           f"{name} must be a positive number, got {value!r}")
 
 
+
+def torch_device(name: str) -> Any:
+    """``name`` as a ``torch.device``, checked where it is used (not in the config, so a run
+    trained on a GPU can still be evaluated with ``--device cpu``)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown device {name!r} ({error}); use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; "
+                          "use --device cpu, or install a CUDA build of torch")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} "
+                          "CUDA device(s) are visible")
+    return device
+
 @dataclass(frozen=True)
 class MetaConfig:
     """Hyperparameters of a supervised meta-learner (defaults: Finn et al. 2017, sinusoid)."""

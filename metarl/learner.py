@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from metarl.adapt import InnerLR
-from metarl.config import MetaConfig
+from metarl.config import MetaConfig, torch_device
 from metarl.errors import CheckpointError
 from metarl.params import Params, forward_fn, params_of
 from metarl.tasks import TaskFamily
@@ -84,7 +84,7 @@ def build(family: TaskFamily, cfg: MetaConfig, resume: dict[str, Any] | None = N
           ) -> tuple[nn.Module, Learner]:
     """A freshly initialised model and learner (seeded), or the state of ``resume``."""
     torch.manual_seed(cfg.seed)
-    model = family.model().to(cfg.device)
+    model = family.model().to(torch_device(cfg.device))
     learner = Learner.create(model, cfg)
     if resume is not None:
         learner.load_state_dict(resume)

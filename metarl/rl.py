@@ -20,7 +20,7 @@ from torch.func import vmap
 
 from metarl.adapt import InnerLR, adapt_tasks
 from metarl.baseline import fit_predict
-from metarl.config import RLConfig
+from metarl.config import RLConfig, torch_device
 from metarl.episodes import Episodes
 from metarl.params import Params, detach, expand, forward_fn
 from metarl.policies import (
@@ -207,6 +207,7 @@ def setup(env_id: str, *, num_tasks: int, episodes: int, horizon: int | None,
 
     if env_id not in ENV_IDS:
         raise ConfigError(f"unknown env id {env_id!r}; choose one of {', '.join(ENV_IDS)}")
+    device = torch_device(device)
     env = gymnasium.make(env_id).unwrapped
     sim = make_batched(env_id, num_tasks * episodes)
     torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from algos import maml, maml_reinforce, maml_trpo, pretrain, reptile
 from envs import ENV_IDS
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse_preset, user_errors
-from metarl.config import RLConfig, from_dict, to_dict
+from metarl.config import RLConfig, from_dict, to_dict, torch_device
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.rl import torch_threads
@@ -67,6 +67,7 @@ def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
                               f"{', '.join(ENV_IDS)}")
     else:
         hyper, family = config.meta, config.task.build()
+    torch_device(hyper.device)
     start = resume["iteration"] if resume else 0
     run = Run(run_dir, to_dict(config), total=hyper.iterations, start=start,
               log_every=hyper.log_every, checkpoint_every=hyper.checkpoint_every,

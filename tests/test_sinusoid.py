@@ -169,3 +169,16 @@ def test_config_roundtrip_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="inner_rate"):
         from_dict(bad, CONFIG_TYPES)
     assert isinstance(config, Supervised)
+
+
+@pytest.mark.parametrize("preset", ["sinusoid", "nav2d"])
+@pytest.mark.parametrize("device, match", [("cuda", "sees no CUDA GPU"),
+                                           ("tpu", "unknown device 'tpu'")])
+def test_unusable_device_is_one_line(tmp_path, preset, device, match, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        train.main([preset, "--device", device, "--iterations", "1",
+                    "--out", str(tmp_path / "run")])
+    assert e.value.code != 0 and not (tmp_path / "run").exists()
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err
