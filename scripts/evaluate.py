@@ -19,7 +19,7 @@ import tyro
 from envs.sinusoid import Sinusoid
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse, user_errors
-from metarl.config import from_dict
+from metarl.config import from_dict, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import finetune_curve, predictions_after
 from metarl.learner import build
@@ -54,6 +54,7 @@ class Evaluate:
             raise ConfigError(f"need tasks >= 1 and steps >= 0, got {self.tasks} and {self.steps}")
         if not self.later_lr_scale >= 0:
             raise ConfigError(f"need later-lr-scale >= 0, got {self.later_lr_scale}")
+        torch_device(self.device)
 
 
 def evaluate(args: Evaluate) -> dict:

@@ -182,3 +182,11 @@ def test_unusable_device_is_one_line(tmp_path, preset, device, match, capsys, mo
     assert e.value.code != 0 and not (tmp_path / "run").exists()
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_evaluate_on_an_unusable_device_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert "sees no CUDA GPU" in err and len(err.splitlines()) == 1
