@@ -119,7 +119,7 @@ def curvature_kl(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBa
     if cfg.cg_subsample >= 1 and not cfg.cg_first_order:
         return mean_over_tasks(losses.kl, adapted, batch.query, reference)
     k = num_curvature_tasks(len(batch.tasks), cfg.cg_subsample)
-    query = PolicyBatch(*(x[:k] for x in batch.query))
+    query = batch.query.select_tasks(slice(k))
     if cfg.cg_first_order:
         # theta'_i = theta + (theta'_i - theta) held constant: the same values, Jacobian I.
         params = {name: theta[name] + (adapted[name][:k] - theta[name]).detach()
@@ -127,7 +127,7 @@ def curvature_kl(cfg: RLConfig, losses: PolicyLosses, theta: dict, batch: MetaBa
     else:
         # Re-adapt only these tasks, on all their support episodes: the same params as the
         # full batch's, with a graph k/N the size.
-        supports = [PolicyBatch(*(x[:k] for x in s)) for s in batch.supports]
+        supports = [s.select_tasks(slice(k)) for s in batch.supports]
         params = inner_adapt(losses.reinforce, theta, supports, k, inner_lr=cfg.inner_lr,
                              first_order=cfg.first_order)
     return mean_over_tasks(losses.kl, params, query, tuple(r[:k] for r in reference))

@@ -24,7 +24,6 @@ def check_positive(name: str, value: float) -> None:
           f"{name} must be a positive number, got {value!r}")
 
 
-
 def torch_device(name: str) -> Any:
     """``name`` as a ``torch.device``, checked where it is used (not in the config, so a run
     trained on a GPU can still be evaluated with ``--device cpu``)."""
@@ -41,6 +40,7 @@ def torch_device(name: str) -> Any:
         raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} "
                           "CUDA device(s) are visible")
     return device
+
 
 @dataclass(frozen=True)
 class MetaConfig:

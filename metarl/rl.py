@@ -44,6 +44,10 @@ class PolicyBatch(NamedTuple):
     mask: Tensor
     old_log_probs: Tensor
 
+    def select_tasks(self, index: int | slice) -> PolicyBatch:
+        """Tasks ``index`` of every field (an int drops the task dimension)."""
+        return PolicyBatch(*(x[index] for x in self))
+
 
 def advantages(episodes: Episodes, gamma: float, gae_lambda: float) -> Tensor:
     """Baseline advantages, normalised per task: ``[T, N, E]``.

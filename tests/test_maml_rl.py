@@ -164,10 +164,10 @@ def test_subsampled_curvature_is_the_exact_curvature_of_a_subset_of_tasks(cg_fir
     one_task = replace(cfg, cg_subsample=1.0)
     per_task = []
     for i in range(2):  # ceil(0.5 * 4) tasks
-        task = batch._replace(tasks=batch.tasks[i:i + 1],
-                              supports=[type(s)(*(x[i:i + 1] for x in s))
-                                        for s in batch.supports],
-                              query=type(batch.query)(*(x[i:i + 1] for x in batch.query)))
+        one = slice(i, i + 1)
+        task = batch._replace(tasks=batch.tasks[one],
+                              supports=[s.select_tasks(one) for s in batch.supports],
+                              query=batch.query.select_tasks(one))
         alone = inner_adapt(losses.reinforce, theta, task.supports, 1, inner_lr=0.1)
         kl = curvature_kl(one_task, losses, theta, task, alone,
                           old_outputs(losses, alone, task.query))

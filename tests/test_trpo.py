@@ -92,9 +92,9 @@ def test_batched_meta_gradient_equals_per_task_loop(steps):
 
     per_task = []
     for i in range(n):
-        one = PolicyBatch(*(x[i] for x in support))
+        one = support.select_tasks(i)
         a = adapt_reference(losses.reinforce, theta, [one], inner_lr=0.2, steps=steps)[0]
-        per_task.append(losses.surrogate(a, PolicyBatch(*(x[i] for x in query))))
+        per_task.append(losses.surrogate(a, query.select_tasks(i)))
     loop = torch.autograd.grad(torch.stack(per_task).mean(), list(theta.values()))
     for a, b in zip(batched, loop):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
