@@ -7,18 +7,67 @@ Meta-SGD (Li, Zhou, Chen & Li, 2017) also learns the per-parameter inner rates a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
 from metarl.adapt import adapt_tasks, task_losses
-from metarl.config import MetaConfig
-from metarl.learner import build, supervised_loss
+from metarl.algos.supervised import build
+from metarl.config import MetaConfig, check_positive
 from metarl.logger import Run
-from metarl.tasks import TaskFamily
+from metarl.params import Params
+from metarl.rules import SGD, UpdateRule
+from metarl.rules import MetaSGD as LearnedRates
+from metarl.tasks import TaskFamily, loss_fn
 
 
-def train(family: TaskFamily, cfg: MetaConfig, run: Run, resume: dict | None = None) -> None:
-    assert cfg.method in ("maml", "fomaml", "metasgd"), cfg.method
+@dataclass(frozen=True)
+class MAML:
+    """MAML, second order (Finn et al. 2017, Algorithm 2)."""
+
+    outer_lr: float = 1e-3
+    """Adam step size of the outer loop."""
+
+    name: ClassVar[str] = "maml"
+    kind: ClassVar[str] = "supervised"
+    first_order: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_positive("outer_lr", self.outer_lr)
+
+    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
+        return SGD(cfg.inner_lr)
+
+    def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.outer_lr)
+
+
+@dataclass(frozen=True)
+class FOMAML(MAML):
+    """First-order MAML: the inner gradient taken as a constant (Finn et al. 2017, Sec. 5.2)."""
+
+    name: ClassVar[str] = "fomaml"
+    first_order: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class MetaSGD(MAML):
+    """Meta-SGD: per-parameter inner rates learned with theta, from inner_lr (Li et al. 2017)."""
+
+    name: ClassVar[str] = "metasgd"
+
+    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
+        return LearnedRates.create(params, cfg.inner_lr)
+
+
+def train(algo: MAML, family: TaskFamily, cfg: MetaConfig, run: Run,
+          resume: dict | None = None) -> None:
     # 1: randomly initialise theta (and, for Meta-SGD, alpha)
-    model, learner = build(family, cfg, resume)
-    loss_fn = supervised_loss(model, family.loss)
+    model, learner = build(family, algo, cfg, resume)
+    loss = loss_fn(family, model)
 
     # 2: while not done do
     for iteration in range(learner.iteration, cfg.iterations):
@@ -26,11 +75,10 @@ def train(family: TaskFamily, cfg: MetaConfig, run: Run, resume: dict | None = N
         tasks = family.sample(cfg.meta_batch, learner.generator).to(cfg.device)
         # 4-7: adapted params theta'_i = theta - alpha * grad L_Ti(f_theta) on the support set,
         #      all tasks in one vmapped call
-        adapted = adapt_tasks(loss_fn, learner.params, tasks.support, inner_lr=learner.inner_lr,
-                              steps=cfg.inner_steps, first_order=cfg.method == "fomaml")
+        adapted = adapt_tasks(loss, learner.params, tasks.support, rule=learner.rule,
+                              steps=cfg.inner_steps, first_order=algo.first_order)
         # 8: the outer loss of each adapted model on its task's query set
-        query_losses = task_losses(loss_fn, adapted, tasks.query)
-        outer_loss = query_losses.mean()
+        outer_loss = task_losses(loss, adapted, tasks.query).mean()
         # 10: theta <- theta - beta * grad_theta sum_i L_Ti(f_theta'_i)  (Adam)
         learner.optimizer.zero_grad(set_to_none=True)
         outer_loss.backward()

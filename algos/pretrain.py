@@ -7,28 +7,54 @@ with the same gradient steps as the meta-learners.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
+from torch import Tensor
 
-from metarl.config import MetaConfig
-from metarl.learner import build, supervised_loss
+from metarl.algos.supervised import build
+from metarl.config import MetaConfig, check_positive
 from metarl.logger import Run
-from metarl.tasks import TaskFamily
+from metarl.params import Params
+from metarl.rules import SGD, UpdateRule
+from metarl.tasks import TaskFamily, loss_fn
 
 
-def train(family: TaskFamily, cfg: MetaConfig, run: Run, resume: dict | None = None) -> None:
-    assert cfg.method == "pretrain", cfg.method
-    model, learner = build(family, cfg, resume)
-    loss_fn = supervised_loss(model, family.loss)
+@dataclass(frozen=True)
+class Pretrain:
+    """The pretraining baseline: one network on all tasks jointly (Finn et al. 2017)."""
+
+    outer_lr: float = 1e-3
+    """Adam step size."""
+
+    name: ClassVar[str] = "pretrain"
+    kind: ClassVar[str] = "supervised"
+
+    def __post_init__(self) -> None:
+        check_positive("outer_lr", self.outer_lr)
+
+    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
+        """Fine-tuning at test time: plain SGD at inner_lr."""
+        return SGD(cfg.inner_lr)
+
+    def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.outer_lr)
+
+
+def train(algo: Pretrain, family: TaskFamily, cfg: MetaConfig, run: Run,
+          resume: dict | None = None) -> None:
+    model, learner = build(family, algo, cfg, resume)
+    loss = loss_fn(family, model)
 
     for iteration in range(learner.iteration, cfg.iterations):
         tasks = family.sample(cfg.meta_batch, learner.generator).to(cfg.device)
-        x = torch.cat([tasks.support_x, tasks.query_x], 1).flatten(0, 1)
-        y = torch.cat([tasks.support_y, tasks.query_y], 1).flatten(0, 1)
-        loss = loss_fn(learner.params, (x, y))
+        joint_loss = loss(learner.params, tasks.pooled())
         learner.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        joint_loss.backward()
         learner.optimizer.step()
 
         learner.iteration = iteration + 1
-        run.end_iteration(learner.iteration, lambda: {"loss/joint": loss.item()},
+        run.end_iteration(learner.iteration, lambda: {"loss/joint": joint_loss.item()},
                           learner.state_dict)

@@ -21,22 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_sampler import floor_fn  # noqa: E402
 
-from algos.maml_trpo import trpo_step  # noqa: E402
+from metarl.algos.maml_trpo import TrustRegion, trpo_step  # noqa: E402
+from metarl.algos.meta_rl import Problem, iteration_seed, torch_threads  # noqa: E402
 from metarl.config import RLConfig  # noqa: E402
 from metarl.params import params_of  # noqa: E402
-from metarl.rl import (  # noqa: E402
-    PolicyLosses,
-    iteration_seed,
-    sample_meta_batch,
-    setup,
-    torch_threads,
-)
 
 REFERENCE_SECONDS = {"metarl/HalfCheetahVel-v0": 19.0, "metarl/Navigation2D-v0": 6.5}
 
@@ -52,29 +45,30 @@ SETTINGS = {
 def bench(env_id: str, meta_batch: int, iterations: int, setting: dict,
           outer_threads: int | None = None) -> dict:
     cfg = RLConfig(env_id=env_id, meta_batch=meta_batch, episodes=20,
-                   outer_torch_threads=outer_threads, **setting)
-    problem = setup(env_id, num_tasks=meta_batch, episodes=20, horizon=None, hidden=cfg.hidden,
-                    nonlinearity=cfg.nonlinearity, seed=0)
-    theta, losses = params_of(problem.policy), PolicyLosses(problem.policy)
+                   outer_torch_threads=outer_threads)
+    trust = TrustRegion(**setting)
+    problem = Problem.build(cfg)
+    theta, rules = params_of(problem.policy), problem.rules()
     floor = floor_fn(problem.sim, problem.horizon, 0)
     rows = []
     for it in range(iterations + 1):  # the first is warm-up
         seed = iteration_seed(0, it)
-        tasks = problem.env.sample_tasks(meta_batch, np.random.default_rng(seed))
+        tasks = problem.sample_tasks(meta_batch, seed)
         t0 = time.perf_counter()
-        batch = sample_meta_batch(problem.policy, losses, theta, tasks, problem.sim,
-                                  episodes=20, horizon=problem.horizon, inner_steps=1,
-                                  inner_lr=cfg.inner_lr, gamma=cfg.gamma,
-                                  gae_lambda=cfg.gae_lambda, seed=seed)
+        # as algos/maml_trpo.py's loop: support trajectories, inner step, query trajectories
+        supports, adapted = problem.adapt(theta, tasks, seed, rules)
+        query = problem.rollouts(adapted, tasks, seed + len(rules))
         t1 = time.perf_counter()
         with torch_threads(cfg.outer_torch_threads):
-            trpo_step(cfg, losses, theta, batch)
+            trpo_step(trust, problem.losses, theta, [s.batch for s in supports], query.batch,
+                      rules)
         t2 = time.perf_counter()
         floor()  # the same env-steps as support + query: two rounds of N x E x T
         floor()
         t3 = time.perf_counter()
         if it:
-            rows.append({"sampling": batch.sample_seconds, "adaptation": batch.adapt_seconds,
+            rows.append({"sampling": sum(r.sample_seconds for r in [*supports, query]),
+                         "adaptation": sum(s.adapt_seconds for s in supports),
                          "outer": t2 - t1, "total": t2 - t0, "floor": t3 - t2})
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 

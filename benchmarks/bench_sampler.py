@@ -27,10 +27,10 @@ import torch
 from gymnasium.vector import SyncVectorEnv
 from torch.func import functional_call
 
-import envs
-from envs.mujoco_family import MujocoBatchedSim, load_model
+from metarl.envs import make_batched
+from metarl.envs.mujoco_family import MujocoBatchedSim, load_model
 from metarl.params import expand, params_of
-from metarl.policies import GaussianMLPPolicy, sample_actions
+from metarl.policies import GaussianMLPPolicy
 from metarl.sampler import sample
 
 
@@ -70,7 +70,7 @@ def vector_fn(env_id: str, policy, params, tasks, E: int, T: int, seed: int):
                 obs, _ = vec.reset(seed=seed + i)
                 for _ in range(T):
                     out = functional_call(policy, task_params[i], (torch.from_numpy(obs).float(),))
-                    actions, _ = sample_actions("gaussian", out, gen)
+                    actions, _ = policy.distribution.sample(out, gen)
                     obs, *_ = vec.step(actions.double().numpy())
 
     return run
@@ -82,7 +82,7 @@ def bench(env_id: str, n_tasks: int, E: int, T: int, rounds: int) -> None:
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(env.observation_space.shape[0], env.action_space.shape[0], (64, 64))
     params = {k: v.detach() for k, v in expand(params_of(policy), n_tasks).items()}
-    sim = envs.make_batched(env_id, n_tasks * E)
+    sim = make_batched(env_id, n_tasks * E)
     steps = n_tasks * E * T
     runs = {
         "sampler": lambda: sample(policy, params, tasks, sim, E, T, seed=1),

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from envs.sinusoid import Sinusoid
-from metarl.adapt import adapt_reference, adapt_tasks, task_losses
-from metarl.learner import supervised_loss
-from metarl.params import params_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from metarl.adapt import adapt_tasks, task_losses  # noqa: E402
+from metarl.envs.sinusoid import Sinusoid
+from metarl.params import params_of  # noqa: E402
+from metarl.rules import SGD  # noqa: E402
+from metarl.tasks import loss_fn as task_loss  # noqa: E402
+from oracles import adapt_reference  # noqa: E402  (the tests' per-task loop)
 
 
 def main() -> None:
@@ -31,19 +36,20 @@ def main() -> None:
     torch.manual_seed(0)
     model = family.model()
     params = params_of(model)
-    loss_fn = supervised_loss(model, family.loss)
+    loss_fn = task_loss(family, model)
     optimizer = torch.optim.Adam(params.values(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     batches = [family.sample(25, generator) for _ in range(8)]
 
     def vmap_step(tasks, steps):
-        adapted = adapt_tasks(loss_fn, params, tasks.support, inner_lr=0.01, steps=steps)
+        adapted = adapt_tasks(loss_fn, params, tasks.support, rule=SGD(0.01), steps=steps)
         return task_losses(loss_fn, adapted, tasks.query).mean()
 
     def loop_step(tasks, steps):
-        supports = [(tasks.support_x[i], tasks.support_y[i]) for i in range(tasks.num_tasks)]
-        adapted = adapt_reference(loss_fn, params, supports, inner_lr=0.01, steps=steps)
-        return torch.stack([loss_fn(p, (tasks.query_x[i], tasks.query_y[i]))
+        (sx, sy), (qx, qy) = tasks.support, tasks.query
+        supports = [(sx[i], sy[i]) for i in range(tasks.num_tasks)]
+        adapted = adapt_reference(loss_fn, params, supports, rule=SGD(0.01), steps=steps)
+        return torch.stack([loss_fn(p, (qx[i], qy[i]))
                             for i, p in enumerate(adapted)]).mean()
 
     def rate(step, steps) -> float:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.mujoco_family import MujocoFamily, MujocoTaskEnv
-from envs.tasks import (
+from metarl.envs.mujoco_family import MujocoFamily, MujocoTaskEnv
+from metarl.envs.tasks import (
     DirectionTask,
     VelocityTask,
     sample_direction_tasks,

@@ -30,8 +30,8 @@ import mujoco.batch
 import numpy as np
 from gymnasium import spaces
 
-from envs.batched import BatchedSim
-from envs.tasks import RNG, as_rng, check_actions, check_task, task_array
+from metarl.envs.tasks import RNG, as_rng, check_actions, check_task, task_array
+from metarl.simulator import BatchedSim
 
 # observe(qpos [B, nq], qvel [B, nv]) -> obs [B, obs_dim]
 ObserveFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -99,6 +99,12 @@ class MujocoTaskEnv(gymnasium.Env):
         obs_dim = fam.observe(self.data.qpos[None], self.data.qvel[None]).shape[1]
         self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
         self.set_task(fam.default_task if task is None else task)
+
+    @classmethod
+    def make_batched(cls, n: int, nthread: int = 0, name: str = "") -> MujocoBatchedSim:
+        """The lockstep simulator of ``n`` instances on ``nthread`` native threads (0: all
+        cores)."""
+        return MujocoBatchedSim(cls.family, n, nthread, name=name)
 
     def sample_tasks(self, n: int, rng: RNG = None) -> list:
         return self.family.sample_tasks(n, as_rng(rng))

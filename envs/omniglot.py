@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from PIL import Image
@@ -44,7 +44,9 @@ from torch.nn import functional as F
 from metarl.config import check
 from metarl.conv4 import Conv4, Downsample
 from metarl.errors import DataError
-from metarl.tasks import TaskBatch
+from metarl.params import Params
+from metarl.stats import Metric
+from metarl.tasks import Forward, TaskBatch
 
 SPLITS = ("images_background", "images_evaluation")
 DRAWINGS = 20
@@ -90,10 +92,6 @@ class Omniglot:
     download: bool = False
     """Download the official zips into data_dir (or ./data/omniglot) when they are missing."""
 
-    name = "omniglot"
-    metric_name = "accuracy"
-    higher_is_better = True
-
     def __post_init__(self) -> None:
         for field in ("ways", "shots", "image_size", "hidden", "eval_tasks"):
             value = getattr(self, field)
@@ -128,9 +126,7 @@ class Omniglot:
 class OmniglotFamily:
     """The loaded data set and sampler behind an :class:`Omniglot` config."""
 
-    name = "omniglot"
-    metric_name = "accuracy"
-    higher_is_better = True
+    metrics: ClassVar[tuple[Metric, ...]] = (Metric("accuracy", higher_is_better=True),)
 
     def __init__(self, config: Omniglot, images: Tensor, characters: list[str]) -> None:
         self.config = config
@@ -164,8 +160,8 @@ class OmniglotFamily:
 
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train"
                ) -> TaskBatch:
-        """``num_tasks`` N-way tasks: support_x [T, N*K, 1, S, S], support_y [T, N*K] (int64),
-        query_x [T, N*Q, 1, S, S], query_y [T, N*Q]; info [T, N, 2] = (character, rotation).
+        """``num_tasks`` N-way tasks: support ``(x [T, N*K, 1, S, S], y [T, N*K] (int64))``,
+        query ``(x [T, N*Q, 1, S, S], y [T, N*Q])``, info [T, N, 2] = (character, rotation).
 
         Examples are grouped by class (labels 0,..,0,1,..); the loss, accuracy and batch
         statistics do not depend on the order.
@@ -190,21 +186,24 @@ class OmniglotFamily:
         labels = torch.arange(n).view(1, n, 1)
         support_y = labels.expand(num_tasks, n, k).reshape(num_tasks, n * k)
         query_y = labels.expand(num_tasks, n, q).reshape(num_tasks, n * q)
-        return TaskBatch(images[:, :, :k].reshape(num_tasks, n * k, 1, size, size), support_y,
-                         images[:, :, k:].reshape(num_tasks, n * q, 1, size, size), query_y,
+        return TaskBatch((images[:, :, :k].reshape(num_tasks, n * k, 1, size, size), support_y),
+                         (images[:, :, k:].reshape(num_tasks, n * q, 1, size, size), query_y),
                          info=torch.stack([chars, rotation], -1))
 
     def model(self) -> nn.Module:
         cfg = self.config
         return Conv4(cfg.ways, 1, cfg.hidden, cfg.image_size, cfg.downsample)
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy of logits ``[B, N]`` against labels ``[B]``."""
-        return F.cross_entropy(outputs, targets)
+    def loss(self, forward: Forward, params: Params, data: tuple[Tensor, Tensor]) -> Tensor:
+        """Cross-entropy of the logits ``[B, N]`` of images ``x`` against labels ``y [B]``."""
+        x, y = data
+        return F.cross_entropy(forward(params, x), y)
 
-    def metric(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Accuracy of logits ``[B, N]`` against labels ``[B]``."""
-        return (outputs.argmax(-1) == targets).float().mean()
+    def evaluate(self, forward: Forward, params: Params, data: tuple[Tensor, Tensor]
+                 ) -> dict[str, Tensor]:
+        """Accuracy of the logits of images ``x`` against labels ``y``."""
+        x, y = data
+        return {"accuracy": (forward(params, x).argmax(-1) == y).float().mean()}
 
 
 def split_characters(characters: list[str], config: Omniglot) -> dict[str, Tensor]:

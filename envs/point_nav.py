@@ -15,8 +15,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.batched import BatchedSim
-from envs.tasks import (
+from metarl.envs.tasks import (
     RNG,
     GoalTask,
     as_rng,
@@ -25,6 +24,7 @@ from envs.tasks import (
     sample_goal_tasks,
     task_array,
 )
+from metarl.simulator import BatchedSim
 
 MAX_STEP = 0.1
 SUCCESS_TOL = 0.01
@@ -58,6 +58,11 @@ class Navigation2DEnv(gymnasium.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float64)
         self.set_task(GoalTask((0.25, 0.25)) if task is None else task)
         self._position = np.zeros(2)
+
+    @classmethod
+    def make_batched(cls, n: int, nthread: int = 0, name: str = NAME) -> Navigation2DBatchedSim:
+        """The lockstep simulator of ``n`` points (numpy; ``nthread`` is unused)."""
+        return Navigation2DBatchedSim(n, name=name)
 
     def sample_tasks(self, n: int, rng: RNG = None) -> list[GoalTask]:
         return sample_tasks(n, rng)

@@ -8,14 +8,20 @@ The network is an MLP 1-40-40-1 with ReLU, the loss the mean squared error.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from metarl.config import check, check_positive
 from metarl.models import mlp
-from metarl.tasks import TaskBatch
+from metarl.params import Params
+from metarl.plots import plot_fits
+from metarl.stats import Metric
+from metarl.tasks import Forward, TaskBatch
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,7 @@ class Sinusoid:
     x_range: tuple[float, float] = (-5.0, 5.0)
     hidden: tuple[int, ...] = (40, 40)
 
-    name = "sinusoid"
-    metric_name = "mse"
-    higher_is_better = False
+    metrics: ClassVar[tuple[Metric, ...]] = (Metric("mse"),)
 
     def __post_init__(self) -> None:
         check(isinstance(self.shots, int) and self.shots > 0,
@@ -55,7 +59,8 @@ class Sinusoid:
 
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train"
                ) -> TaskBatch:
-        """``num_tasks`` tasks; x [N, K, 1], y [N, K, 1]; info [N, 2] = (amplitude, phase).
+        """``num_tasks`` tasks: support ``(x [N, K, 1], y [N, K, 1])``, query likewise with Q
+        points, info [N, 2] = (amplitude, phase).
 
         Every split draws from the same distribution; held-out tasks come from a separate seed.
         """
@@ -65,7 +70,7 @@ class Sinusoid:
         x = _uniform(self.x_range, (num_tasks, self.shots + self.query, 1), generator)
         y = self.function(x, amp, phase)
         k = self.shots
-        return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:],
+        return TaskBatch((x[:, :k], y[:, :k]), (x[:, k:], y[:, k:]),
                          info=torch.cat([amp, phase], -1).view(num_tasks, 2))
 
     @staticmethod
@@ -75,10 +80,31 @@ class Sinusoid:
     def model(self) -> nn.Module:
         return mlp((1, *self.hidden, 1), "relu")
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return ((outputs - targets) ** 2).mean()
+    def loss(self, forward: Forward, params: Params, data: tuple[Tensor, Tensor]) -> Tensor:
+        """Mean squared error of the predictions at ``x`` against ``y``."""
+        x, y = data
+        return ((forward(params, x) - y) ** 2).mean()
 
-    metric = loss
+    def evaluate(self, forward: Forward, params: Params, data: tuple[Tensor, Tensor]
+                 ) -> dict[str, Tensor]:
+        return {"mse": self.loss(forward, params, data)}
+
+    def figure(self, path: Path, tasks: TaskBatch,
+               predictors: Mapping[str, Callable[[Any, Tensor, tuple[int, ...]],
+                                                 dict[int, Tensor]]]) -> Path:
+        """The first task's fits before and after 1 and 10 steps, one panel per method, as
+        Finn et al.'s Figure 2; ``predictors[method](support, x, steps)`` adapts on
+        ``support`` and predicts at ``x`` after each number of steps."""
+        x = torch.linspace(*self.x_range, 200, device=tasks.info.device).unsqueeze(-1)
+        amp, phase = tasks.info[0]
+        support = (tasks.support[0][0], tasks.support[1][0])
+        predictions = {label: {s: y.squeeze(-1).cpu() for s, y in
+                               predict(support, x, (0, 1, 10)).items()}
+                       for label, predict in predictors.items()}
+        return plot_fits(path, x.squeeze(-1).cpu(),
+                         self.function(x, amp, phase).squeeze(-1).cpu(),
+                         (support[0].squeeze(-1).cpu(), support[1].squeeze(-1).cpu()),
+                         predictions, f"{self.tag}: amplitude {amp:.2f}, phase {phase:.2f}")
 
 
 def _uniform(bounds: tuple[float, float], shape: tuple[int, ...], generator: torch.Generator

@@ -7,8 +7,8 @@ import io
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Annotated, Any, TypeVar, Union
 
 import tyro
 
@@ -57,14 +57,18 @@ def _parse(fn: Callable[[], T], prog: str) -> T:
         raise
 
 
-def parse_preset(presets: Mapping[str, tuple[str, T]], args: Sequence[str] | None, prog: str,
-                 description: str) -> T:
-    """``prog PRESET [--key value ...]``: a preset config with typed overrides."""
-    return _parse(lambda: tyro.extras.overridable_config_cli(
-        dict(presets), prog=prog, description=description, args=args), prog)
+def subcommands(choices: Iterable[tuple[str, type, str, Any]]) -> Any:
+    """A union of config types, each a subcommand: ``(name, type, description, default)``
+    (default ``None``: the type's own defaults)."""
+    members = tuple(Annotated[cls, tyro.conf.subcommand(name, description=doc,
+                                                        **({} if default is None else
+                                                           {"default": default}))]
+                    for name, cls, doc, default in choices)
+    return Union[members]  # noqa: UP007 (built at run time, so no X | Y syntax)
 
 
-def parse(cls: type[T], args: Sequence[str] | None, prog: str, description: str) -> T:
+def parse(cls: Any, args: Sequence[str] | None, prog: str, description: str) -> Any:
+    """``cls`` (a config dataclass, or a union of them as subcommands) from ``args``."""
     return _parse(lambda: tyro.cli(cls, prog=prog, description=description, args=args), prog)
 
 

@@ -1,17 +1,14 @@
-"""Typed, frozen configs of the supervised meta-learners, and config (de)serialisation."""
+"""Typed, frozen configs: checks, the settings shared by the supervised and by the meta-RL
+algorithms, and (de)serialisation."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from metarl.errors import ConfigError
-
-Method = Literal["maml", "fomaml", "metasgd", "reptile", "pretrain"]
-METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 def check(condition: bool, message: str) -> None:
@@ -22,6 +19,13 @@ def check(condition: bool, message: str) -> None:
 def check_positive(name: str, value: float) -> None:
     check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
           f"{name} must be a positive number, got {value!r}")
+
+
+def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        check(isinstance(value, int) and value > 0,
+              f"{name} must be a positive integer, got {value!r}")
 
 
 def torch_device(name: str) -> Any:
@@ -44,11 +48,9 @@ def torch_device(name: str) -> Any:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """Hyperparameters of a supervised meta-learner (defaults: Finn et al. 2017, sinusoid)."""
+    """Training settings every supervised meta-learner shares (defaults: Finn et al. 2017,
+    sinusoid); each algorithm's own options are in its config in ``metarl.algos``."""
 
-    method: Method = "maml"
-    """maml (second order), fomaml (first order), metasgd (learned per-parameter inner rates),
-    reptile, or pretrain (one network trained on all tasks jointly, fine-tuned at test time)."""
     iterations: int = 10_000
     """Outer (meta) iterations."""
     meta_batch: int = 25
@@ -58,10 +60,6 @@ class MetaConfig:
     fine-tuning step size at test time."""
     inner_steps: int = 1
     """Inner gradient steps during meta-training."""
-    outer_lr: float = 1e-3
-    """Adam step size of the outer loop (maml, fomaml, metasgd, pretrain)."""
-    reptile_epsilon: float = 0.1
-    """Reptile's outer step size, annealed linearly to 0 (Nichol et al. 2018)."""
     seed: int = 0
     device: str = "cpu"
     """torch device for the model and adaptation, e.g. cpu or cuda."""
@@ -69,14 +67,10 @@ class MetaConfig:
     checkpoint_every: int = 1000
 
     def __post_init__(self) -> None:
-        check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {METHODS}")
-        for name in ("iterations", "meta_batch", "log_every", "checkpoint_every"):
-            check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
-                  f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_positive_ints(self, ("iterations", "meta_batch", "log_every", "checkpoint_every"))
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,
               f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
-        for name in ("inner_lr", "outer_lr", "reptile_epsilon"):
-            check_positive(name, getattr(self, name))
+        check_positive("inner_lr", self.inner_lr)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -109,16 +103,11 @@ def from_dict(data: dict[str, Any], types: dict[str, type]) -> Any:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """MAML-RL hyperparameters (defaults: the public PyTorch reference's 2D navigation)."""
+    """Settings every meta-RL algorithm shares (defaults: the public PyTorch reference's 2D
+    navigation); each algorithm's own options are in its config in ``metarl.algos``."""
 
     env_id: str = "metarl/Navigation2D-v0"
-    """A registered task-family id (see envs.ENV_IDS)."""
-    algo: Literal["maml-trpo", "maml-reinforce"] = "maml-trpo"
-    """Outer step: TRPO through the adaptation (Finn et al. 2017) or vanilla policy gradient
-    with Adam."""
-    pretrain: bool = False
-    """Train the pretraining baseline instead: one policy on all tasks jointly (no inner step
-    during training); it is evaluated with the same inner steps as MAML."""
+    """A registered task-family id (see metarl.envs.ENV_IDS)."""
     iterations: int = 500
     meta_batch: int = 20
     """Tasks per meta-iteration."""
@@ -128,32 +117,10 @@ class RLConfig:
     """Steps per episode (default: the env id's, 100 or 200)."""
     inner_lr: float = 0.1
     inner_steps: int = 1
-    first_order: bool = False
     gamma: float = 0.99
     gae_lambda: float = 1.0
     hidden: tuple[int, ...] = (64, 64)
     nonlinearity: Literal["tanh", "relu"] = "tanh"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    cg_subsample: float = 1.0
-    """Fraction of the meta-batch's tasks whose KL Hessian-vector products conjugate gradient
-    uses (Schulman et al. 2015, Sec. 6); the gradient, the line search and its KL check always
-    use every task. Each kept task keeps all its episodes and its exact curvature, so the mean
-    is unbiased: on HalfCheetahDir at 0.2 it came within 0.95-1.09x of the full curvature along
-    the step, where keeping every task but 20% of its episodes inflated it 2.7x. 1.0 is the
-    public reference's exact setting."""
-    cg_first_order: bool = False
-    """Curvature for conjugate gradient without differentiating through the inner step: the
-    Fisher of each task's adapted policy on its query episodes (``cg_subsample`` of the tasks), at
-    about a plain TRPO step's cost; the line search still checks the exact KL through the
-    adaptation. It misses the inner step's Jacobian, which grows as meta-training makes the
-    policy sensitive to that step: on HalfCheetahDir the line search backtracked 1 step at
-    first and ~11 of 15 by iteration 150, so the direction, not just the scale, degrades."""
-    ls_steps: int = 15
-    ls_ratio: float = 0.8
-    outer_lr: float = 1e-3
-    """Adam step size of MAML-REINFORCE's outer step."""
     seed: int = 0
     device: str = "cpu"
     """torch device of the policy, adaptation and outer step; simulation stays on the CPU."""
@@ -168,11 +135,8 @@ class RLConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "meta_batch", "episodes", "log_every", "checkpoint_every",
-                     "cg_iters", "ls_steps", "torch_threads"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value > 0,
-                  f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("iterations", "meta_batch", "episodes", "log_every",
+                                   "checkpoint_every", "torch_threads"))
         check(self.outer_torch_threads is None or (isinstance(self.outer_torch_threads, int)
                                                    and self.outer_torch_threads > 0),
               f"outer_torch_threads must be a positive integer, got {self.outer_torch_threads!r}")
@@ -180,14 +144,9 @@ class RLConfig:
               f"horizon must be a positive integer, got {self.horizon!r}")
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,
               f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
-        for name in ("inner_lr", "max_kl", "outer_lr"):
-            check_positive(name, getattr(self, name))
+        check_positive("inner_lr", self.inner_lr)
         check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1,
               f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, "
               f"{self.gae_lambda}")
-        check(0 < self.ls_ratio < 1, f"ls_ratio must be in (0, 1), got {self.ls_ratio}")
-        check(self.cg_damping >= 0, f"cg_damping must be >= 0, got {self.cg_damping}")
-        check(0 < self.cg_subsample <= 1,
-              f"cg_subsample must be in (0, 1], got {self.cg_subsample}")
         for h in self.hidden:
             check_positive("hidden layer size", h)

@@ -1,54 +1,51 @@
-"""Few-shot evaluation: the query metric after 0, 1, ..., S fine-tuning steps, per task."""
+"""Few-shot evaluation: each query metric after 0, 1, ..., S fine-tuning steps, per task."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import vmap
 
-from metarl.adapt import InnerLR, adapt
+from metarl.adapt import LossFn, adapt
 from metarl.params import Params, detach, forward_fn
-from metarl.tasks import TaskBatch, TaskFamily
+from metarl.rules import UpdateRule
+from metarl.tasks import TaskBatch, TaskFamily, loss_fn
 
 
-def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, inner_lr: InnerLR,
-                   tasks: TaskBatch, steps: int, chunk: int = 100) -> Tensor:
-    """Query metric of each task after ``0..steps`` support-set steps: ``[N, steps + 1]``.
+def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, rule: UpdateRule,
+                   tasks: TaskBatch, steps: int, chunk: int = 100) -> dict[str, Tensor]:
+    """Each of the family's metrics on every task's query set after ``0..steps`` steps of
+    ``rule`` on its support set: ``{name: [N, steps + 1, ...]}``.
 
-    Every method is fine-tuned the same way: plain gradient steps of size ``inner_lr`` (the
-    learned rates for Meta-SGD) on the support loss, first-order since nothing flows back.
+    Every method is fine-tuned the same way, with the update rule it meta-learned (the learned
+    rates for Meta-SGD), first-order since nothing flows back.
     """
-    f = forward_fn(model)
+    forward, loss = forward_fn(model), loss_fn(family, model)
     params = detach(params)
-    inner_lr = detach(inner_lr) if isinstance(inner_lr, dict) else inner_lr
 
-    def loss(p: Params, data: tuple[Tensor, Tensor]) -> Tensor:
-        return family.loss(f(p, data[0]), data[1])
-
-    def curve(support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor]) -> Tensor:
+    def curve(support: Any, query: Any) -> dict[str, Tensor]:
         p, values = params, []
         for s in range(steps + 1):
             if s:
-                p = adapt(loss, p, support, inner_lr=inner_lr, steps=1, first_order=True)
-            values.append(family.metric(f(p, query[0]), query[1]))
-        return torch.stack(values)
+                p = adapt(loss, p, support, rule=rule, steps=1, first_order=True)
+            values.append(family.evaluate(forward, p, query))
+        return {m.name: torch.stack([v[m.name] for v in values]) for m in family.metrics}
 
-    out = [vmap(curve)(part.support, part.query) for part in _chunks(tasks, chunk)]
-    return torch.cat(out).detach()
+    with torch.no_grad():  # the rule's learned tensors need no graph here
+        parts = [vmap(curve)(part.support, part.query) for part in _chunks(tasks, chunk)]
+    return {m.name: torch.cat([p[m.name] for p in parts]) for m in family.metrics}
 
 
-def predictions_after(model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor],
-                      params: Params, inner_lr: InnerLR, support: tuple[Tensor, Tensor],
+def predictions_after(loss: LossFn, forward: Any, params: Params, rule: UpdateRule, support: Any,
                       x: Tensor, steps: tuple[int, ...]) -> dict[int, Tensor]:
-    """One task's predictions at ``x`` after each number of steps in ``steps`` (for plots)."""
-    f = forward_fn(model)
+    """One task's predictions ``forward(params, x)`` after each number of steps in ``steps``."""
     p, out, done = detach(params), {}, 0
-    for s in sorted(steps):  # adapt only as far as the largest number of steps asked for
-        p = adapt(lambda q, d: loss(f(q, d[0]), d[1]), p, support, inner_lr=inner_lr,
-                  steps=s - done, first_order=True)
-        out[s], done = f(p, x).detach(), s
+    with torch.no_grad():
+        for s in sorted(steps):  # adapt only as far as the largest number of steps asked for
+            p = adapt(loss, p, support, rule=rule, steps=s - done, first_order=True)
+            out[s], done = forward(p, x).detach(), s
     return out
 
 

@@ -20,8 +20,8 @@ from metarl.checkpoint import save_checkpoint
 from metarl.errors import MetarlError
 
 
-class NonFiniteLoss(MetarlError):
-    pass
+class NonFiniteScalar(MetarlError):
+    """A logged scalar (a loss, a return, a step statistic) became NaN or infinite."""
 
 
 class Run:
@@ -44,11 +44,13 @@ class Run:
         return self.dir / "checkpoint.pt"
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
-        """Write namespaced scalars (``"loss/query"``...) at ``step``; refuse NaN losses loudly."""
+        """Write namespaced scalars (``"loss/query"``...) at ``step``; refuse NaN or infinite
+        values loudly, before any of them is written."""
         for key, value in scalars.items():
-            if key.startswith("loss") and not math.isfinite(value):
-                raise NonFiniteLoss(f"{key} is {value} at iteration {step}; lower the learning "
-                                    "rates, or resume from the last checkpoint")
+            if not math.isfinite(value):
+                raise NonFiniteScalar(f"{key} is {value} at iteration {step}; lower the learning "
+                                      "rates, or resume from the last checkpoint")
+        for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
         self.bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in list(scalars.items())[:4]},
                              refresh=False)
@@ -63,7 +65,7 @@ class Run:
         due_log = iteration % self.log_every == 0 or last
         due_ckpt = iteration % self.checkpoint_every == 0 or last
         if due_log or due_ckpt:
-            self.log(iteration, metrics())  # raises on a NaN loss before a checkpoint is written
+            self.log(iteration, metrics())  # raises on a NaN before a checkpoint is written
         if due_ckpt:
             self.checkpoint(state())
 

@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from envs import make_batched
-from envs.batched import BatchedSim, instance_seeds
 from metarl.episodes import Episodes
-from metarl.policies import sample_actions
+from metarl.simulator import BatchedSim, instance_seeds
 
 
 def _check_params(params: Mapping[str, Tensor], policy: nn.Module, n_tasks: int) -> None:
@@ -41,7 +39,7 @@ def sample(
     policy: nn.Module,
     params: Mapping[str, Tensor],
     tasks: Sequence[Any],
-    env: str | BatchedSim,
+    sim: BatchedSim,
     episodes_per_task: int,
     horizon: int,
     seed: int,
@@ -49,12 +47,13 @@ def sample(
 ) -> Episodes:
     """Roll out ``episodes_per_task`` episodes of each task for ``horizon`` steps.
 
-    ``params`` are per task, ``[N, ...]`` each (``N = len(tasks)``); ``env`` is a registered id
-    or a :class:`BatchedSim` with ``N * episodes_per_task`` instances (reuse one across calls to
-    skip building it). Reset seeds and action noise both derive from ``seed``, so a call is
-    deterministic; episode ``e`` of task ``i`` starts as the Gymnasium env reset with seed
-    ``instance_seeds(seed, N * E)[i * E + e]``. Returns :class:`Episodes` ``[T, N, E, ...]`` on
-    ``device``, without gradients (the losses recompute log-probs from the observations).
+    ``params`` are per task, ``[N, ...]`` each (``N = len(tasks)``); ``sim`` is a
+    :class:`BatchedSim` with ``N * episodes_per_task`` instances (e.g.
+    ``metarl.envs.make_batched(env_id, N * E)``, reused across calls). Reset seeds and action
+    noise both derive from ``seed``, so a call is deterministic; episode ``e`` of task ``i``
+    starts as the Gymnasium env reset with seed ``instance_seeds(seed, N * E)[i * E + e]``.
+    Returns :class:`Episodes` ``[T, N, E, ...]`` on ``device``, without gradients (the losses
+    recompute log-probs from the observations).
     """
     n_tasks, n_eps = len(tasks), episodes_per_task
     if n_tasks == 0 or n_eps < 1 or horizon < 1:
@@ -63,7 +62,9 @@ def sample(
             f"{n_eps} episodes, horizon {horizon}"
         )
     B = n_tasks * n_eps
-    sim = make_batched(env, B) if isinstance(env, str) else env
+    if not isinstance(sim, BatchedSim):
+        raise TypeError(f"sample needs a BatchedSim, got {type(sim).__name__} ({sim!r}); build "
+                        "one with metarl.envs.make_batched(env_id, tasks * episodes)")
     if sim.n != B:
         raise ValueError(
             f"the simulator has {sim.n} instances, but {n_tasks} tasks x {n_eps} episodes = {B}"
@@ -71,7 +72,7 @@ def sample(
     _check_params(params, policy, n_tasks)
     device = torch.device(device)
     params = {k: v.detach().to(device) for k, v in params.items()}
-    distribution = getattr(policy, "distribution", "gaussian")
+    distribution = policy.distribution
 
     def forward(p: Mapping[str, Tensor], obs: Tensor) -> tuple[Tensor, ...]:
         return functional_call(policy, dict(p), (obs,))
@@ -94,7 +95,7 @@ def sample(
             observations[t] = obs
             mask[t] = active
             obs_t = torch.from_numpy(observations[t]).to(device).view(n_tasks, n_eps, -1)
-            actions, logp = sample_actions(distribution, batched_forward(params, obs_t), generator)
+            actions, logp = distribution.sample(batched_forward(params, obs_t), generator)
             actions = actions.reshape(B, *actions.shape[2:])
             if actions_out is None:
                 actions_out = torch.zeros(T, *actions.shape, device=device, dtype=actions.dtype)

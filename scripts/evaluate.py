@@ -1,32 +1,41 @@
 """``metarl-evaluate RUN [RUN ...]``: few-shot adaptation of trained runs on held-out tasks.
 
-Every run is fine-tuned on the same seeded held-out tasks with 0..S gradient steps on each
-task's support set; the query metric is reported as mean and 95% interval per step, written
-to ``results.json``, ``results.csv`` and ``curves.png`` (plus ``fits.png`` for sinusoids).
+Every run is adapted on the same seeded held-out tasks with 0..S inner steps: supervised runs
+with the update rule they meta-learned on each task's support set, meta-RL runs with
+policy-gradient steps on trajectories sampled before each step (the first at the run's inner lr,
+later ones at half of it, as Finn et al. 2017 evaluate). Each metric is reported as mean and 95%
+interval per step in ``results.json``, ``results.csv`` and ``curves.png`` (plus a figure of the
+task family's own where it has one, e.g. ``fits.png`` for sinusoids); meta-RL runs are shown
+beside a randomly initialised policy and the published curve.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import tyro
 
-from envs.sinusoid import Sinusoid
+from metarl.algos.meta_rl import RETURN, Problem, load_state, returns_after_steps
+from metarl.algos.supervised import build
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse, user_errors
 from metarl.config import from_dict, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import finetune_curve, predictions_after
-from metarl.learner import build
-from metarl.plots import plot_curves, plot_fits
-from metarl.stats import mean_ci95
-from scripts.evaluate_rl import evaluate_rl
-from scripts.presets import CONFIG_TYPES, Supervised
+from metarl.params import forward_fn, params_of
+from metarl.report import print_table, summarize, write
+from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types
+from metarl.scripts.presets import task_types
+from metarl.tasks import loss_fn
+
+# Finn et al. (2017), Figure 5 / Table: mean return of MAML after 0, 1, 2, 3 gradient steps.
+PUBLISHED = {
+    "Navigation2D": [-40.41, -11.68, -3.33, -3.23],
+    "HalfCheetahDir": [-50.69, 293.19, 313.48, 315.65],
+}
 
 
 @dataclass(frozen=True)
@@ -57,81 +66,93 @@ class Evaluate:
         torch_device(self.device)
 
 
-def evaluate(args: Evaluate) -> dict:
-    if load_checkpoint(args.runs[0])["config"].get("__class__") == "MetaRL":
-        return evaluate_rl(args.runs, tasks=args.tasks or 40,
-                           steps=3 if args.steps is None else args.steps, seed=args.seed,
-                           episodes=args.episodes, out=args.out, device=args.device,
-                           later_lr_scale=args.later_lr_scale)
-    steps = 10 if args.steps is None else args.steps
-    runs = {}
+def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
+    """The runs' configs and states, labelled by algorithm; all of one kind and one task."""
+    runs: dict[str, tuple[Any, dict]] = {}
+    types = config_types(task_types())
     for path in args.runs:
         checkpoint = load_checkpoint(path, map_location=args.device)
-        config = from_dict(checkpoint["config"], CONFIG_TYPES)
-        if not isinstance(config, Supervised):
-            raise ConfigError(f"{path} is not a supervised run")
-        label = config.meta.method
+        config = from_dict(checkpoint["config"], types)
+        label = getattr(config.algo, "label", config.algo.name)
         while label in runs:
             label += "'"
         runs[label] = (config, checkpoint["state"])
-    tasks_cfg = {c.task for c, _ in runs.values()}
-    if len(tasks_cfg) > 1:
-        raise ConfigError(f"the runs were trained on different task settings {tasks_cfg}; "
+    configs = [c for c, _ in runs.values()]
+    if len({type(c) for c in configs}) > 1:
+        raise ConfigError("the runs mix supervised and meta-RL experiments; evaluate them "
+                          "separately")
+    tasks = {c.task if isinstance(c, Supervised) else c.rl.env_id for c in configs}
+    if len(tasks) > 1:
+        raise ConfigError(f"the runs were trained on different tasks {sorted(map(str, tasks))}; "
                           "evaluate them separately")
-    family = next(iter(tasks_cfg)).build()
+    return runs
+
+
+def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evaluate) -> dict:
+    steps = 10 if args.steps is None else args.steps
+    family = next(iter(runs.values()))[0].prepare()
     num_tasks = args.tasks or getattr(family, "eval_tasks", 100)
     tasks = family.sample(num_tasks, torch.Generator().manual_seed(args.seed), split="test")
     tasks = tasks.to(args.device)
 
-    results, learners = {}, {}
+    values, iterations, predictors = {}, {}, {}
     for label, (config, state) in runs.items():
-        model, learner = build(family, replace(config.meta, device=args.device), state)
-        learners[label] = (model, learner)
-        values = finetune_curve(family, model, learner.params, learner.inner_lr, tasks, steps,
-                                chunk=getattr(family, "eval_chunk", 100))
-        mean, ci = mean_ci95(values)
-        results[label] = {"mean": mean.tolist(), "ci95": ci.tolist(),
-                          "iterations": learner.iteration}
+        model, learner = build(family, config.algo, replace(config.meta, device=args.device),
+                               state)
+        values[label] = finetune_curve(family, model, learner.params, learner.rule, tasks, steps,
+                                       chunk=getattr(family, "eval_chunk", 100))
+        iterations[label] = learner.iteration
+        predictors[label] = _predictor(family, model, learner)
 
-    out = Path(args.out or f"results/{family.tag}")
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"task": family.tag, "metric": family.metric_name, "tasks": num_tasks,
-               "seed": args.seed, "steps": list(range(steps + 1)), "methods": results}
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "steps", f"{family.metric_name}_mean", f"{family.metric_name}_ci95"])
-        for label, r in results.items():
-            for s, (m, c) in enumerate(zip(r["mean"], r["ci95"])):
-                w.writerow([label, s, f"{m:.6g}", f"{c:.6g}"])
-    plot_curves(out / "curves.png", summary["steps"],
-                {k: (r["mean"], r["ci95"]) for k, r in results.items()},
-                ylabel=f"query {family.metric_name}",
-                title=f"{family.tag}: {num_tasks} held-out tasks")
-    if isinstance(family, Sinusoid):
-        _sinusoid_figure(out / "fits.png", family, tasks, learners)
+    summary = summarize(family.tag, family.metrics, values, iterations, tasks=num_tasks,
+                        seed=args.seed)
+    out = write(args.out or f"results/{family.tag}", summary, family.metrics)
+    figures = ["results.json", "results.csv", "curves.png"]
+    if hasattr(family, "figure"):
+        figures.append(family.figure(out / "fits.png", tasks, predictors).name)
+    print_table(summary, family.metrics)
+    print(f"wrote {out}/{', '.join(figures)}")
+    return summary
 
-    print(f"{family.metric_name} on {num_tasks} held-out {family.tag} tasks (mean ± 95% CI):")
-    shown = [s for s in (0, 1, 2, 3, 5, 10) if s <= steps]
-    print(f"{'method':10s}" + "".join(f"{f'{s} steps':>18s}" for s in shown))
-    for label, r in results.items():
-        print(f"{label:10s}" + "".join(f"{r['mean'][s]:>10.4f} ± {r['ci95'][s]:<5.3f}"
-                                       for s in shown))
+
+def _predictor(family: Any, model: torch.nn.Module, learner: Any) -> Any:
+    loss, forward = loss_fn(family, model), forward_fn(model)
+    return lambda support, x, steps: predictions_after(loss, forward, learner.params,
+                                                       learner.rule, support, x, steps)
+
+
+def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) -> dict:
+    steps = 3 if args.steps is None else args.steps
+    num_tasks = args.tasks or 40
+    first = next(iter(runs.values()))[0].rl
+    env = first.env_id.split("/")[-1].removesuffix("-v0")
+    runs = {**runs, "random init": (MetaRL(rl=first), None)}
+    values, iterations = {}, {}
+    for label, (config, state) in runs.items():
+        problem = Problem.build(config.rl, num_tasks, args.episodes,
+                                seed=config.rl.seed + 7919 * (state is None), device=args.device)
+        theta = params_of(problem.policy)
+        iterations[label] = load_state(theta, state)
+        held_out = problem.sample_tasks(num_tasks, args.seed)
+        values[label] = {RETURN.name: returns_after_steps(problem, theta, held_out, steps,
+                                                          args.seed, args.later_lr_scale)}
+    published = {f"Finn et al. 2017 (MAML, {k})": v for k, v in PUBLISHED.items()
+                 if env.startswith(k)}
+    summary = summarize(first.env_id, [RETURN], values, iterations, tasks=num_tasks,
+                        seed=args.seed, published=published, later_lr_scale=args.later_lr_scale)
+    out = write(args.out or f"results/{env}", summary, [RETURN])
+    print_table(summary, [RETURN])
     print(f"wrote {out}/results.json, results.csv, curves.png")
     return summary
 
 
-def _sinusoid_figure(path: Path, family: Sinusoid, tasks, learners) -> None:
-    x = torch.linspace(*family.x_range, 200, device=tasks.support_x.device).unsqueeze(-1)
-    amp, phase = tasks.info[0]
-    support = (tasks.support_x[0], tasks.support_y[0])
-    predictions = {
-        label: {s: y.squeeze(-1).cpu() for s, y in predictions_after(
-            model, family.loss, learner.params, learner.inner_lr, support, x, (0, 1, 10)).items()}
-        for label, (model, learner) in learners.items()}
-    plot_fits(path, x.squeeze(-1).cpu(), family.function(x, amp, phase).squeeze(-1).cpu(),
-              (support[0].squeeze(-1).cpu(), support[1].squeeze(-1).cpu()), predictions,
-              f"{family.tag}: amplitude {amp:.2f}, phase {phase:.2f}")
+EVALUATORS = {Supervised: evaluate_supervised, MetaRL: evaluate_rl}
+
+
+def evaluate(args: Evaluate) -> dict:
+    runs = load_runs(args)
+    kind: type[Experiment] = type(next(iter(runs.values()))[0])
+    return EVALUATORS[kind](runs, args)
 
 
 def main(argv: list[str] | None = None) -> None:

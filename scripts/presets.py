@@ -1,39 +1,30 @@
-"""Experiment configs and their named presets (``metarl-train PRESET --key value``)."""
+"""Named experiments with the published settings: ``metarl-train PRESET [ALGORITHM]``.
+
+Supervised presets follow Finn et al. (2017). Meta-RL ``-v0`` presets follow the public PyTorch
+MAML-RL reference (horizon 100, 64x64 tanh policy); ``-paper`` presets follow Finn et al.:
+100x100 ReLU policy, horizon 200 for locomotion. Common to both: inner lr 0.1, one inner step,
+20 episodes per task, meta-batch 20 (navigation) or 40 (MuJoCo), gamma 0.99, GAE lambda 1,
+TRPO max KL 0.01, 500 meta-iterations.
+
+A preset names a task family's settings on the command line: a new supervised task family
+needs one line here (and its file in ``metarl/envs``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated
+from metarl.config import MetaConfig, RLConfig
+from metarl.envs.omniglot import Omniglot
+from metarl.envs.sinusoid import Sinusoid
+from metarl.scripts.experiments import MetaRL, Supervised
 
-import tyro
-
-from envs.omniglot import Omniglot
-from envs.sinusoid import Sinusoid
-from metarl.config import MetaConfig
-
-Task = Sinusoid | Omniglot
+_PAPER = dict(hidden=(100, 100), nonlinearity="relu")
 
 
-@dataclass(frozen=True)
-class Supervised:
-    """A supervised meta-learning experiment: a task family and a meta-learner."""
-
-    task: Task
-    meta: Annotated[MetaConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MetaConfig)
-    out: str | None = None
-    """Run directory (default: runs/<task>-<method>, e.g. runs/sinusoid-k10-maml)."""
-    resume: bool = False
-    """Continue the run in --out from its last checkpoint."""
-
-    @property
-    def run_dir(self) -> str:
-        return self.out or f"runs/{self.task.tag}-{self.meta.method}"
+def _rl(env: str, doc: str, **settings) -> tuple[str, MetaRL]:
+    return doc, MetaRL(rl=RLConfig(env_id=f"metarl/{env}-v0", **settings))
 
 
-CONFIG_TYPES: dict[str, type] = {t.__name__: t for t in (Supervised, MetaConfig, Sinusoid,
-                                                               Omniglot)}
-
-PRESETS: dict[str, tuple[str, Supervised]] = {
+PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
     "sinusoid": (
         "Sinusoid regression, K=10 (Finn et al. 2017): 1 inner step of 0.01, meta-batch 25, "
         "Adam 1e-3; 10k iterations here (the paper: 70k).",
@@ -51,8 +42,7 @@ PRESETS: dict[str, tuple[str, Supervised]] = {
             "on 600 test tasks. Sized for a GPU (--device cuda).",
             Supervised(task=Omniglot(ways=ways, shots=shots),
                        meta=MetaConfig(iterations=60_000, meta_batch=batch, inner_lr=lr,
-                                       inner_steps=steps, outer_lr=1e-3, log_every=100,
-                                       checkpoint_every=1000)),
+                                       inner_steps=steps, log_every=100, checkpoint_every=1000)),
         )
         for ways, shots, batch, lr, steps in ((5, 1, 32, 0.4, 1), (5, 5, 32, 0.4, 1),
                                               (20, 1, 16, 0.1, 5), (20, 5, 16, 0.1, 5))
@@ -63,6 +53,30 @@ PRESETS: dict[str, tuple[str, Supervised]] = {
         "(meta-batch 32, 1 inner step of 0.4, Adam 1e-3) for 4,000 iterations instead of 60k.",
         Supervised(task=Omniglot(ways=5, shots=1),
                    meta=MetaConfig(iterations=4_000, meta_batch=32, inner_lr=0.4, inner_steps=1,
-                                   outer_lr=1e-3, log_every=50, checkpoint_every=250)),
+                                   log_every=50, checkpoint_every=250)),
     ),
+    "nav2d": _rl("Navigation2D", "2D navigation, reference settings (meta-batch 20).",
+                 meta_batch=20),
+    "nav2d-paper": _rl("Navigation2D", "2D navigation, Finn et al. policy (100x100 ReLU).",
+                       meta_batch=20, **_PAPER),
+    "cheetah-vel": _rl("HalfCheetahVel", "HalfCheetah velocity, reference (horizon 100).",
+                       meta_batch=40),
+    "cheetah-dir": _rl("HalfCheetahDir", "HalfCheetah direction, reference (horizon 100).",
+                       meta_batch=40),
+    "ant-vel": _rl("AntVel", "Ant velocity, reference (horizon 100).", meta_batch=40),
+    "ant-dir": _rl("AntDir", "Ant direction, reference (horizon 100).", meta_batch=40),
+    "cheetah-vel-paper": _rl("HalfCheetahVelH200", "HalfCheetah velocity, Finn et al. "
+                             "(horizon 200, 100x100 ReLU).", meta_batch=40, **_PAPER),
+    "cheetah-dir-paper": _rl("HalfCheetahDirH200", "HalfCheetah direction, Finn et al. "
+                             "(horizon 200, 100x100 ReLU).", meta_batch=40, **_PAPER),
+    "ant-vel-paper": _rl("AntVelH200", "Ant velocity, Finn et al. (horizon 200).",
+                         meta_batch=40, **_PAPER),
+    "ant-dir-paper": _rl("AntDirH200", "Ant direction, Finn et al. (horizon 200, 40 episodes "
+                         "per step).", meta_batch=40, episodes=40, **_PAPER),
 }
+
+
+def task_types() -> tuple[type, ...]:
+    """The supervised task-family configs the presets name."""
+    return tuple({type(p.task): None for _, p in PRESETS.values()
+                  if isinstance(p, Supervised)})

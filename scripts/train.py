@@ -1,39 +1,37 @@
-"""``metarl-train PRESET [--key value ...]``: meta-train and checkpoint a run.
+"""``metarl-train PRESET [ALGORITHM] [--option value ...]``: meta-train and checkpoint a run.
 
 Examples::
 
     metarl-train sinusoid                      # MAML, K=10, default length
-    metarl-train sinusoid --method pretrain    # the pretraining baseline
+    metarl-train sinusoid pretrain             # the pretraining baseline
+    metarl-train nav2d maml-trpo --cg-subsample 0.2
     metarl-train sinusoid --out runs/a --resume
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from algos import maml, maml_reinforce, maml_trpo, pretrain, reptile
-from envs import ENV_IDS
+from metarl.algos import of_kind
 from metarl.checkpoint import load_checkpoint
-from metarl.cli import parse_preset, user_errors
-from metarl.config import RLConfig, from_dict, to_dict, torch_device
+from metarl.cli import parse, subcommands, user_errors
+from metarl.config import from_dict, to_dict, torch_device
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
-from metarl.rl import torch_threads
-from scripts.presets import CONFIG_TYPES, PRESETS, Supervised
-from scripts.rl_presets import RL_PRESETS, MetaRL
+from metarl.scripts.experiments import Experiment, config_types
+from metarl.scripts.presets import PRESETS, task_types
 
-ALGORITHMS: dict[str, Callable] = {
-    "maml": maml.train, "fomaml": maml.train, "metasgd": maml.train,
-    "reptile": reptile.train, "pretrain": pretrain.train,
-}
-RL_ALGORITHMS: dict[str, Callable] = {"maml-trpo": maml_trpo.train,
-                                      "maml-reinforce": maml_reinforce.train}
-ALL_PRESETS = {**PRESETS, **RL_PRESETS}
-ALL_CONFIG_TYPES = {**CONFIG_TYPES, "MetaRL": MetaRL, "RLConfig": RLConfig}
+PROG = "metarl-train"
 # Options that may differ between a run and its resumption.
 RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device", "torch_threads",
              "outer_torch_threads"}
+# Options of earlier versions, now algorithm subcommands.
+RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
+           "--algo": "the algorithm is a subcommand: metarl-train nav2d maml-reinforce",
+           "--pretrain": "the pretraining baseline is an algorithm: metarl-train nav2d pretrain"}
 
 
 def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
@@ -48,44 +46,67 @@ def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
                                   f"{b!r}; use the same options or a new --out")
 
 
-def train(config: Supervised | MetaRL, progress: bool = True) -> Path:
+def train(config: Experiment, progress: bool = True) -> Path:
     run_dir = Path(config.run_dir)
     resume = None
     if config.resume:
         checkpoint = load_checkpoint(run_dir)
-        from_dict(checkpoint["config"], ALL_CONFIG_TYPES)  # a readable config of a known kind
+        from_dict(checkpoint["config"], config_types(task_types()))  # a known kind of config
         _check_resumable(checkpoint["config"], to_dict(config))
         resume = checkpoint["state"]
     elif (run_dir / "checkpoint.pt").exists():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or "
                               "--out DIR to start another")
-    # Everything that can fail on bad input (data, env id) fails before the run folder exists.
-    if isinstance(config, MetaRL):
-        hyper, family = config.rl, None
-        if hyper.env_id not in ENV_IDS:
-            raise ConfigError(f"unknown env id {hyper.env_id!r}; choose one of "
-                              f"{', '.join(ENV_IDS)}")
-    else:
-        hyper, family = config.meta, config.task.build()
-    torch_device(hyper.device)
+    # Everything that can fail on bad input (data, env id, device) fails before the run folder
+    # exists.
+    family = config.prepare()
+    settings = config.settings
+    torch_device(settings.device)
     start = resume["iteration"] if resume else 0
-    run = Run(run_dir, to_dict(config), total=hyper.iterations, start=start,
-              log_every=hyper.log_every, checkpoint_every=hyper.checkpoint_every,
+    run = Run(run_dir, to_dict(config), total=settings.iterations, start=start,
+              log_every=settings.log_every, checkpoint_every=settings.checkpoint_every,
               progress=progress)
     try:
-        if isinstance(config, MetaRL):
-            with torch_threads(config.rl.torch_threads):
-                RL_ALGORITHMS[config.rl.algo](config.rl, run, resume)
-        else:
-            ALGORITHMS[config.meta.method](family, config.meta, run, resume)
+        config.train(family, run, resume)
     finally:
         run.close()
     return run.checkpoint_path
 
 
+def _options(cls: type, prefix: str = "--") -> list[str]:
+    """The command-line options of a config dataclass (nested configs without prefix)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not
+                                    dataclasses.MISSING else None):
+            out += _options(f.default_factory, prefix)
+        else:
+            out.append(prefix + f.name.replace("_", "-"))
+    return out
+
+
+def _description() -> str:
+    lines = [__doc__.splitlines()[0], ""]
+    for kind, presets in (("supervised", "sinusoid, omniglot-*"), ("rl", "nav2d, cheetah-*, "
+                                                                          "ant-*")):
+        lines += [f"Algorithms of the {kind} presets ({presets}), with their own options:", ""]
+        for cls in of_kind(kind):
+            doc = cls.__doc__.strip().splitlines()[0]
+            lines.append(f"    {cls.name:15s} {doc} {' '.join(_options(cls))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    config = parse_preset(ALL_PRESETS, argv, "metarl-train", __doc__.splitlines()[0])
-    with user_errors("metarl-train"):
+    args = list(sys.argv[1:] if argv is None else argv)
+    with user_errors(PROG):
+        for flag, replacement in RENAMED.items():
+            if flag in args:
+                raise ConfigError(f"{flag} is gone: {replacement}")
+    presets = subcommands((name, type(default), doc, default)
+                          for name, (doc, default) in PRESETS.items())
+    config = parse(presets, args, PROG, _description())
+    with user_errors(PROG):
         path = train(config)
         print(f"checkpoint: {path}")
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs import ENV_IDS, make_batched
-from envs.tasks import DirectionTask, GoalTask, VelocityTask
+import metarl.envs as envs
+from metarl.envs import ENV_IDS, make_batched
+from metarl.envs.tasks import DirectionTask, GoalTask, VelocityTask
 
 BASE_IDS = [i for i in ENV_IDS if "H200" not in i]
 

@@ -13,16 +13,19 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from envs.omniglot import DRAWINGS, Omniglot, cache_path, find_root, load
-from metarl.adapt import adapt_reference, adapt_tasks, task_losses
-from metarl.config import METHODS, MetaConfig
+from metarl.adapt import adapt_tasks, task_losses
+from metarl.algos import of_kind
+from metarl.config import MetaConfig
 from metarl.conv4 import Conv4
+from metarl.envs.omniglot import DRAWINGS, Omniglot, cache_path, find_root, load
 from metarl.errors import ConfigError, DataError
-from metarl.learner import supervised_loss
-from metarl.params import params_of
-from scripts import evaluate, train
-from scripts.presets import PRESETS, Supervised
+from metarl.params import forward_fn, params_of
+from metarl.rules import SGD, MetaSGD
+from metarl.scripts import evaluate, train
+from metarl.scripts.presets import PRESETS
+from oracles import adapt_reference
 
+ALGORITHMS = {cls.name: cls for cls in of_kind("supervised")}
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
 
 
@@ -107,26 +110,27 @@ def test_episodes_shapes_labels_and_sources(cache_dir, ways, shots, query):
     family = _family(cache_dir, ways=ways, shots=shots, query=query)
     q = shots if query is None else query
     tasks = family.sample(6, torch.Generator().manual_seed(0), split="test")
-    assert tasks.support_x.shape == (6, ways * shots, 1, 28, 28)
-    assert tasks.query_x.shape == (6, ways * q, 1, 28, 28)
-    assert tasks.support_x.dtype == torch.float32 and tasks.support_y.dtype == torch.int64
-    assert tasks.support_x.min() >= 0 and tasks.support_x.max() <= 1
+    (support_x, support_y), (query_x, query_y) = tasks.support, tasks.query
+    assert support_x.shape == (6, ways * shots, 1, 28, 28)
+    assert query_x.shape == (6, ways * q, 1, 28, 28)
+    assert support_x.dtype == torch.float32 and support_y.dtype == torch.int64
+    assert support_x.min() >= 0 and support_x.max() <= 1
     for t in range(6):
-        assert torch.equal(tasks.support_y[t].bincount(), torch.full((ways,), shots))
-        assert torch.equal(tasks.query_y[t].bincount(), torch.full((ways,), q))
+        assert torch.equal(support_y[t].bincount(), torch.full((ways,), shots))
+        assert torch.equal(query_y[t].bincount(), torch.full((ways,), q))
         characters = tasks.info[t, :, 0]
         assert len(set(characters.tolist())) == ways  # distinct characters per task
         assert set(characters.tolist()) <= set(family.splits["test"].tolist())
         for j in range(ways):
             drawings = _source_drawings(family, tasks, t, j)
-            s = _matches(tasks.support_x[t][tasks.support_y[t] == j], drawings)
-            qq = _matches(tasks.query_x[t][tasks.query_y[t] == j], drawings)
+            s = _matches(support_x[t][support_y[t] == j], drawings)
+            qq = _matches(query_x[t][query_y[t] == j], drawings)
             # every example is a drawing of its class's character, rotated as the task says;
             # support and query never share a drawing
             assert (s >= 0).all() and (qq >= 0).all()
             assert len(set(s.tolist()) | set(qq.tolist())) == shots + q
     again = family.sample(6, torch.Generator().manual_seed(0), split="test")
-    assert torch.equal(again.query_x, tasks.query_x) and torch.equal(again.info, tasks.info)
+    assert torch.equal(again.query[0], query_x) and torch.equal(again.info, tasks.info)
 
 
 def test_rotation_augmentation_and_label_assignment(cache_dir):
@@ -144,13 +148,17 @@ def test_rotation_augmentation_and_label_assignment(cache_dir):
     assert (plain.info[..., 1] == 0).all()
     t0 = _family(cache_dir, rotate=False).sample(1, torch.Generator().manual_seed(3))
     drawings = family.images[t0.info[0, 0, 0]].float() / 255
-    assert _matches(t0.support_x[0][:1], drawings).item() >= 0
+    assert _matches(t0.support[0][0][:1], drawings).item() >= 0
 
 
 def _conv4_problem(steps_tasks: int = 3, ways: int = 3, shots: int = 2):
     torch.manual_seed(0)
     model = Conv4(ways, in_channels=1, hidden=6, image_size=16).double()
-    loss = supervised_loss(model, F.cross_entropy)
+    forward = forward_fn(model)
+
+    def loss(params, data):
+        return F.cross_entropy(forward(params, data[0]), data[1])
+
     x = torch.rand(steps_tasks, 2, ways * shots, 1, 16, 16, dtype=torch.float64)
     y = torch.arange(ways).repeat_interleave(shots).expand(steps_tasks, -1)
     return model, loss, (x[:, 0], y), (x[:, 1], y)
@@ -163,11 +171,9 @@ def test_conv4_vmap_meta_gradient_equals_per_task_loop(steps, method):
     model, loss, support, query = _conv4_problem()
     params = params_of(model)
     leaves = list(params.values())
-    inner_lr: float | dict = 0.4
-    if method == "metasgd":
-        inner_lr = {k: torch.full_like(p, 0.3).requires_grad_() for k, p in params.items()}
-        leaves += list(inner_lr.values())
-    kw = dict(inner_lr=inner_lr, steps=steps, first_order=method == "fomaml")
+    rule = MetaSGD.create(params, 0.3) if method == "metasgd" else SGD(0.4)
+    leaves += list(rule.parameters().values())
+    kw = dict(rule=rule, steps=steps, first_order=method == "fomaml")
     adapted = adapt_tasks(loss, params, support, **kw)
     g_vmap = torch.autograd.grad(task_losses(loss, adapted, query).mean(), leaves)
     n = support[0].shape[0]
@@ -202,22 +208,22 @@ def test_conv4_uses_batch_statistics_and_published_shapes():
     torch.testing.assert_close(norm(h), expected, rtol=1e-4, atol=1e-5)
 
 
-def _tiny(tmp_path, cache_dir, method: str, **meta) -> Supervised:
+def _tiny(tmp_path, cache_dir, method: str):
     base = PRESETS["omniglot-5w1s"][1]
     task = replace(base.task, data_dir=str(SHARED), cache_dir=cache_dir, hidden=8, eval_tasks=10)
-    return replace(base, task=task, out=str(tmp_path / method),
-                   meta=replace(base.meta, method=method, iterations=3, meta_batch=4,
-                                log_every=1, checkpoint_every=3, **meta))
+    return replace(base, task=task, out=str(tmp_path / method), algo=ALGORITHMS[method](),
+                   meta=replace(base.meta, iterations=3, meta_batch=4,
+                                log_every=1, checkpoint_every=3))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ALGORITHMS)
 def test_every_method_trains_and_evaluates_on_omniglot(tmp_path, cache_dir, method):
     path = train.train(_tiny(tmp_path, cache_dir, method), progress=False)
     out = tmp_path / "eval"
     summary = evaluate.evaluate(evaluate.Evaluate(runs=(str(path.parent),), steps=2,
                                                   out=str(out)))
     assert summary["tasks"] == 10 and summary["metric"] == "accuracy"
-    curve = summary["methods"][method]["mean"]
+    curve = summary["methods"][method]["accuracy"]["mean"]
     assert len(curve) == 3 and all(0 <= v <= 1 for v in curve)
     assert json.loads((out / "results.json").read_text())["task"] == "omniglot-5w1s"
 
@@ -230,7 +236,7 @@ def test_presets_carry_the_published_settings():
         config = PRESETS[name][1]
         assert config.task.ways == ways and config.meta.meta_batch == batch
         assert config.meta.inner_lr == lr and config.meta.inner_steps == steps
-        assert config.meta.iterations == 60_000 and config.meta.outer_lr == 1e-3
+        assert config.meta.iterations == 60_000 and config.algo.outer_lr == 1e-3
         assert config.task.eval_tasks == 600 and config.task.query is None
 
 
@@ -292,7 +298,7 @@ def test_download_fetches_both_official_zips_atomically(tmp_path, monkeypatch):
     """The download path, offline: urlretrieve is replaced by a copy of the shared zips."""
     import shutil
 
-    import envs.omniglot as omniglot
+    import metarl.envs.omniglot as omniglot
 
     fetched = []
 
@@ -343,8 +349,9 @@ def test_cli_bad_omniglot_input_is_one_line(tmp_path, capsys):
 
 def test_config_roundtrip_of_an_omniglot_preset():
     from metarl.config import from_dict, to_dict
-    from scripts.presets import CONFIG_TYPES
+    from metarl.scripts.experiments import config_types
+    from metarl.scripts.presets import task_types
 
     config = PRESETS["omniglot-20w5s"][1]
-    assert from_dict(to_dict(config), CONFIG_TYPES) == config
+    assert from_dict(to_dict(config), config_types(task_types())) == config
     assert isinstance(config.meta, MetaConfig)

@@ -9,16 +9,8 @@ import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from metarl import baseline
-from metarl.policies import (
-    CategoricalMLPPolicy,
-    GaussianMLPPolicy,
-    categorical_entropy,
-    categorical_kl,
-    categorical_log_prob,
-    gaussian_entropy,
-    gaussian_kl,
-    gaussian_log_prob,
-)
+from metarl.distributions import CATEGORICAL, GAUSSIAN
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.returns import discounted_returns, gae, normalize
 
 # two episodes [T=3, E=2]: the second terminates after 2 steps (its 3rd reward is padding)
@@ -86,25 +78,30 @@ def test_baseline_rejects_nan():
         baseline.fit(torch.full((1, 4, 2), float("nan")), torch.zeros(1, 4))
 
 
-def test_gaussian_helpers_match_torch_distributions():
+def test_gaussian_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
     m1, m2, a = (torch.randn(5, 3, generator=g) for _ in range(3))
     s1, s2 = (0.3 * torch.randn(5, 3, generator=g) for _ in range(2))
     p, q = Normal(m1, s1.exp()), Normal(m2, s2.exp())
-    torch.testing.assert_close(gaussian_log_prob(m1, s1, a), p.log_prob(a).sum(-1))
-    torch.testing.assert_close(gaussian_entropy(s1), p.entropy().sum(-1))
-    torch.testing.assert_close(gaussian_kl(m1, s1, m2, s2), kl_divergence(p, q).sum(-1))
+    torch.testing.assert_close(GAUSSIAN.log_prob((m1, s1), a), p.log_prob(a).sum(-1))
+    torch.testing.assert_close(GAUSSIAN.entropy((m1, s1)), p.entropy().sum(-1))
+    torch.testing.assert_close(GAUSSIAN.kl((m1, s1), (m2, s2)), kl_divergence(p, q).sum(-1))
+    actions, logp = GAUSSIAN.sample((m1, s1), g)
+    torch.testing.assert_close(logp, p.log_prob(actions).sum(-1))
 
 
-def test_categorical_helpers_match_torch_distributions():
+def test_categorical_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
     l1, l2 = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
     a = torch.tensor([0, 3, 1, 2, 2])
-    torch.testing.assert_close(categorical_log_prob(l1, a), Categorical(logits=l1).log_prob(a))
-    torch.testing.assert_close(categorical_entropy(l1), Categorical(logits=l1).entropy())
-    torch.testing.assert_close(
-        categorical_kl(l1, l2), kl_divergence(Categorical(logits=l1), Categorical(logits=l2))
-    )
+    p = Categorical(logits=l1)
+    torch.testing.assert_close(CATEGORICAL.log_prob((l1,), a), p.log_prob(a))
+    torch.testing.assert_close(CATEGORICAL.entropy((l1,)), p.entropy())
+    torch.testing.assert_close(CATEGORICAL.kl((l1,), (l2,)),
+                               kl_divergence(p, Categorical(logits=l2)))
+    actions, logp = CATEGORICAL.sample((l1,), g)
+    assert actions.shape == (5,) and actions.dtype == torch.int64
+    torch.testing.assert_close(logp, p.log_prob(actions))
 
 
 def test_policy_outputs():
@@ -114,5 +111,6 @@ def test_policy_outputs():
     torch.testing.assert_close(log_std, torch.full((4, 2), math.log(0.5)))
     (logits,) = CategoricalMLPPolicy(3, 5)(torch.zeros(4, 3))
     assert logits.shape == (4, 5)
+    assert pol.distribution is GAUSSIAN and CategoricalMLPPolicy(3, 5).distribution is CATEGORICAL
     with pytest.raises(ValueError, match="nonlinearity"):
         GaussianMLPPolicy(3, 2, nonlinearity="swish")

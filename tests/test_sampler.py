@@ -11,16 +11,21 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-import envs
-from envs import instance_seeds, make_batched
-from envs.tasks import GoalTask, VelocityTask
+from metarl.distributions import gaussian_log_prob
+from metarl.envs import make_batched, point_nav
+from metarl.envs.tasks import GoalTask, VelocityTask
 from metarl.episodes import Episodes
 from metarl.params import expand, params_of
-from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
+from metarl.policies import GaussianMLPPolicy
 from metarl.sampler import sample
+from metarl.simulator import instance_seeds
 
 NAV = "metarl/Navigation2D-v0"
 CHEETAH = "metarl/HalfCheetahVel-v0"
+
+
+def nav(n: int):
+    return make_batched(NAV, n)
 
 
 def policy_and_params(obs_dim, act_dim, n, std=0.5, seed=0):
@@ -33,14 +38,14 @@ def policy_and_params(obs_dim, act_dim, n, std=0.5, seed=0):
 
 
 def test_shapes_determinism_and_log_probs():
-    tasks = envs.point_nav.sample_tasks(3, 0)
+    tasks = point_nav.sample_tasks(3, 0)
     pol, params = policy_and_params(2, 2, 3)
-    ep = sample(pol, params, tasks, NAV, episodes_per_task=4, horizon=10, seed=1)
+    ep = sample(pol, params, tasks, nav(12), episodes_per_task=4, horizon=10, seed=1)
     assert ep.observations.shape == (10, 3, 4, 2) and ep.actions.shape == (10, 3, 4, 2)
     assert ep.rewards.shape == ep.log_probs.shape == ep.mask.shape == (10, 3, 4)
     assert ep.tasks == tuple(tasks)
-    again = sample(pol, params, tasks, NAV, episodes_per_task=4, horizon=10, seed=1)
-    other = sample(pol, params, tasks, NAV, episodes_per_task=4, horizon=10, seed=2)
+    again = sample(pol, params, tasks, nav(12), episodes_per_task=4, horizon=10, seed=1)
+    other = sample(pol, params, tasks, nav(12), episodes_per_task=4, horizon=10, seed=2)
     for f in ("observations", "actions", "rewards", "log_probs", "mask"):
         torch.testing.assert_close(getattr(ep, f), getattr(again, f), rtol=0, atol=0)
     assert not torch.equal(ep.actions, other.actions)
@@ -76,7 +81,7 @@ def test_mask_after_termination():
         for k in params:
             if k.startswith("mean.2"):
                 params[k].zero_()
-    ep = sample(pol, params, tasks, NAV, episodes_per_task=3, horizon=8, seed=0)
+    ep = sample(pol, params, tasks, nav(6), episodes_per_task=3, horizon=8, seed=0)
     assert ep.mask[0].eq(1).all() and ep.mask[1:, 0].eq(0).all() and ep.mask[:, 1].eq(1).all()
     assert ep.rewards[1:, 0].eq(0).all() and ep.log_probs[1:, 0].eq(0).all()
     torch.testing.assert_close(ep.lengths, torch.tensor([[1.0] * 3, [8.0] * 3]))
@@ -100,19 +105,20 @@ def test_vmap_over_tasks_of_episodes():
 
 
 def test_bad_input():
-    tasks = envs.point_nav.sample_tasks(2, 0)
+    tasks = point_nav.sample_tasks(2, 0)
     pol, params = policy_and_params(2, 2, 2)
     with pytest.raises(ValueError, match="per-task"):
-        sample(pol, params_of(pol), tasks, NAV, episodes_per_task=2, horizon=3, seed=0)
+        sample(pol, params_of(pol), tasks, nav(4), episodes_per_task=2, horizon=3, seed=0)
     with pytest.raises(ValueError, match="instances"):
         sample(pol, params, tasks, make_batched(NAV, 5), episodes_per_task=2, horizon=3, seed=0)
     with pytest.raises(TypeError, match="expects a GoalTask"):
-        sample(pol, params, [VelocityTask(1.0)] * 2, NAV, episodes_per_task=2, horizon=3, seed=0)
-    with pytest.raises(ValueError, match="unknown env id"):
-        sample(pol, params, tasks, "metarl/Nope-v0", episodes_per_task=2, horizon=3, seed=0)
+        sample(pol, params, [VelocityTask(1.0)] * 2, nav(4), episodes_per_task=2, horizon=3,
+               seed=0)
+    with pytest.raises(TypeError, match="needs a BatchedSim.*make_batched"):
+        sample(pol, params, tasks, NAV, episodes_per_task=2, horizon=3, seed=0)
     params["log_std"] = torch.full_like(params["log_std"], math.inf)
     with pytest.raises(ValueError, match="NaN or inf"):
-        sample(pol, params, tasks, NAV, episodes_per_task=2, horizon=3, seed=0)
+        sample(pol, params, tasks, nav(4), episodes_per_task=2, horizon=3, seed=0)
 
 
 def test_native_threads_do_not_hang():

@@ -9,38 +9,41 @@ from dataclasses import replace
 import pytest
 import torch
 
-from envs.sinusoid import Sinusoid
+from metarl.algos import of_kind
 from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import METHODS, MetaConfig
+from metarl.config import MetaConfig
+from metarl.envs.sinusoid import Sinusoid
 from metarl.errors import CheckpointError, ConfigError
-from metarl.logger import Run
-from scripts import evaluate, train
-from scripts.presets import PRESETS, Supervised
+from metarl.scripts import evaluate, train
+from metarl.scripts.experiments import Supervised
+from metarl.scripts.presets import PRESETS
+
+ALGORITHMS = {cls.name: cls for cls in of_kind("supervised")}
 
 
-def _config(tmp_path, method="maml", iterations=6, **meta):
+def _config(tmp_path, method="maml", iterations=6, algo=None, **meta):
     base = PRESETS["sinusoid"][1]
-    return replace(base, out=str(tmp_path / method),
-                   meta=replace(base.meta, **{"method": method, "iterations": iterations,
-                                              "meta_batch": 4, "log_every": 2,
-                                              "checkpoint_every": 3, **meta}))
+    return replace(base, out=str(tmp_path / method), algo=algo or ALGORITHMS[method](),
+                   meta=replace(base.meta, **{"iterations": iterations, "meta_batch": 4,
+                                              "log_every": 2, "checkpoint_every": 3, **meta}))
 
 
 def test_tasks_follow_finn_et_al_and_are_seeded():
     family = Sinusoid(shots=5, query=7)
     tasks = family.sample(50, torch.Generator().manual_seed(0))
-    assert tasks.support_x.shape == (50, 5, 1) and tasks.query_y.shape == (50, 7, 1)
+    (support_x, support_y), (query_x, query_y) = tasks.support, tasks.query
+    assert support_x.shape == (50, 5, 1) and query_y.shape == (50, 7, 1)
     amp, phase = tasks.info.T
     assert amp.min() >= 0.1 and amp.max() <= 5.0 and phase.min() >= 0 and phase.max() <= math.pi
-    assert tasks.support_x.abs().max() <= 5.0
-    expected = amp[:, None, None] * torch.sin(tasks.support_x - phase[:, None, None])
-    torch.testing.assert_close(tasks.support_y, expected)
+    assert support_x.abs().max() <= 5.0
+    expected = amp[:, None, None] * torch.sin(support_x - phase[:, None, None])
+    torch.testing.assert_close(support_y, expected)
     again = family.sample(50, torch.Generator().manual_seed(0))
-    assert torch.equal(again.query_x, tasks.query_x)
+    assert torch.equal(again.query[0], query_x)
     assert sum(p.numel() for p in family.model().parameters()) == 1 * 40 + 40 + 40 * 40 + 40 + 41
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ALGORITHMS)
 def test_every_method_trains_checkpoints_and_evaluates(tmp_path, method):
     config = _config(tmp_path, method)
     path = train.train(config, progress=False)
@@ -48,42 +51,26 @@ def test_every_method_trains_checkpoints_and_evaluates(tmp_path, method):
     assert state["iteration"] == 6
     assert all(torch.isfinite(v).all() for v in state["params"].values())
     if method == "metasgd":
-        rates = state["inner_lr"]
-        assert isinstance(rates, dict) and any((r != 0.01).any() for r in rates.values())
+        rates = state["rule"]
+        assert set(rates) == set(state["params"]) and any((r != 0.01).any()
+                                                           for r in rates.values())
+    else:
+        assert state["rule"] == {}
     out = tmp_path / "eval"
     summary = evaluate.evaluate(evaluate.Evaluate(runs=(str(path.parent),), tasks=8, steps=3,
                                                   out=str(out)))
-    curve = summary["methods"][method]["mean"]
+    curve = summary["methods"][method]["mse"]["mean"]
     assert len(curve) == 4 and all(math.isfinite(v) for v in curve)
     assert json.loads((out / "results.json").read_text())["tasks"] == 8
     assert (out / "curves.png").stat().st_size > 0 and (out / "fits.png").stat().st_size > 0
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method", ["maml", "reptile"])
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, method, monkeypatch):
-    full = train.train(_config(tmp_path / "full", method, iterations=6), progress=False)
-
-    end_iteration = Run.end_iteration
-
-    def crash_after_4(self, iteration, metrics, state):
-        end_iteration(self, iteration, metrics, state)
-        if iteration == 4:  # one iteration past the checkpoint at 3 is lost
-            raise Crash
-
-    interrupted = _config(tmp_path / "part", method, iterations=6)
-    with monkeypatch.context() as m:
-        m.setattr(Run, "end_iteration", crash_after_4)
-        with pytest.raises(Crash):
-            train.train(interrupted, progress=False)
-    assert load_checkpoint(interrupted.run_dir)["state"]["iteration"] == 3
-    resumed = train.train(replace(interrupted, resume=True), progress=False)
-    a, b = load_checkpoint(full)["state"], load_checkpoint(resumed)["state"]
-    for k in a["params"]:
-        assert torch.equal(a["params"][k], b["params"][k]), k
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, method,
+                                                              resumed_equals_uninterrupted):
+    # one iteration past the checkpoint at 3 is lost
+    resumed_equals_uninterrupted(_config(tmp_path / "full", method),
+                                 _config(tmp_path / "part", method), crash_at=4)
 
 
 def test_maml_learns_quickly_beyond_the_pretraining_baseline(tmp_path):
@@ -92,7 +79,7 @@ def test_maml_learns_quickly_beyond_the_pretraining_baseline(tmp_path):
             for m in ("maml", "pretrain")]
     summary = evaluate.evaluate(evaluate.Evaluate(runs=tuple(str(r.parent) for r in runs),
                                                   tasks=200, steps=10, out=str(tmp_path / "e")))
-    maml, pre = summary["methods"]["maml"]["mean"], summary["methods"]["pretrain"]["mean"]
+    maml, pre = (summary["methods"][m]["mse"]["mean"] for m in ("maml", "pretrain"))
     assert maml[1] < maml[0] and maml[10] < maml[1]
     assert maml[1] < pre[1] and maml[10] < pre[10]
 
@@ -105,6 +92,9 @@ def test_existing_run_is_not_overwritten_and_resume_checks_options(tmp_path):
     changed = replace(config, resume=True, meta=replace(config.meta, inner_lr=0.5))
     with pytest.raises(CheckpointError, match="inner_lr"):
         train.train(changed, progress=False)
+    other_algorithm = replace(config, resume=True, algo=ALGORITHMS["fomaml"]())
+    with pytest.raises(CheckpointError, match="__class__"):
+        train.train(other_algorithm, progress=False)
 
 
 def test_checkpoints_are_atomic_and_corrupt_files_are_named(tmp_path):
@@ -118,15 +108,14 @@ def test_checkpoints_are_atomic_and_corrupt_files_are_named(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
-    from metarl.logger import NonFiniteLoss
+    from metarl.logger import NonFiniteScalar
 
-    config = _config(tmp_path, iterations=6, inner_lr=1e6, outer_lr=1e3)
-    with pytest.raises(NonFiniteLoss, match="resume"):
+    config = _config(tmp_path, iterations=6, inner_lr=1e6, algo=ALGORITHMS["maml"](outer_lr=1e3))
+    with pytest.raises(NonFiniteScalar, match="resume"):
         train.train(config, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(method="nope"), "unknown method"),
     (dict(inner_lr=-0.1), "inner_lr must be a positive"),
     (dict(meta_batch=0), "meta_batch"),
     (dict(inner_steps=-1), "inner_steps"),
@@ -137,7 +126,10 @@ def test_bad_meta_config_is_refused(kwargs, match):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["sinusoid", "--method", "magic"], "invalid choice 'magic'"),
+    (["sinusoid", "magic"], "Unrecognized options: magic"),
+    (["sinusoid", "--method", "pretrain"], "the algorithm is a subcommand"),
+    (["sinusoid", "reptile", "--epsilon", "0"], "epsilon must be a positive number"),
+    (["sinusoid", "--outer-lr", "nan"], "outer_lr must be a positive number"),
     (["sinusoid", "--task.shots", "0"], "shots (K) must be a positive integer"),
     (["sinusoid", "--inner-lr", "-1"], "inner_lr must be a positive number"),
     (["sinusoid", "--no-such-option", "1"], "Unrecognized options: --no-such-option"),
@@ -160,14 +152,16 @@ def test_evaluate_cli_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 def test_config_roundtrip_rejects_unknown_keys():
     from metarl.config import from_dict, to_dict
-    from scripts.presets import CONFIG_TYPES
+    from metarl.scripts.experiments import config_types
+    from metarl.scripts.presets import task_types
 
-    config = PRESETS["sinusoid"][1]
-    assert from_dict(to_dict(config), CONFIG_TYPES) == config
+    types = config_types(task_types())
+    config = replace(PRESETS["sinusoid"][1], algo=ALGORITHMS["reptile"](epsilon=0.3))
+    assert from_dict(to_dict(config), types) == config
     bad = to_dict(config)
     bad["meta"]["inner_rate"] = 0.1
     with pytest.raises(ConfigError, match="inner_rate"):
-        from_dict(bad, CONFIG_TYPES)
+        from_dict(bad, types)
     assert isinstance(config, Supervised)
 
 

@@ -8,16 +8,17 @@ import math
 import pytest
 import torch
 
-from metarl.adapt import adapt_reference
 from metarl.params import flatten, params_of, unflatten
 from metarl.policies import GaussianMLPPolicy
-from metarl.rl import PolicyBatch, PolicyLosses, inner_adapt, mean_over_tasks
+from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, mean_over_tasks
+from metarl.rules import SGD
 from metarl.trpo import (
     conjugate_gradient,
     hessian_vector_product,
     line_search,
     scale_to_trust_region,
 )
+from oracles import adapt_reference
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -60,8 +61,8 @@ def test_kl_hessian_vector_product_through_adaptation_equals_explicit_hessian(fi
     n = support.mask.shape[0]
 
     def adapted_outputs(th):
-        adapted = inner_adapt(losses.reinforce, th, [support], n, inner_lr=0.3,
-                              first_order=first_order)
+        adapted, _ = adapt_chain(losses.reinforce, th, [support], [SGD(0.3)], n,
+                                 first_order=first_order)
         return adapted, torch.func.vmap(losses.outputs)(adapted, query)
 
     old = tuple(o.detach() for o in adapted_outputs(theta)[1])
@@ -86,14 +87,14 @@ def test_batched_meta_gradient_equals_per_task_loop(steps):
     theta = params_of(policy)
     n = support.mask.shape[0]
     supports = [support] * steps
-    adapted = inner_adapt(losses.reinforce, theta, supports, n, inner_lr=0.2)
+    adapted, _ = adapt_chain(losses.reinforce, theta, supports, [SGD(0.2)] * steps, n)
     batched = torch.autograd.grad(mean_over_tasks(losses.surrogate, adapted, query),
                                   list(theta.values()))
 
     per_task = []
     for i in range(n):
         one = support.select_tasks(i)
-        a = adapt_reference(losses.reinforce, theta, [one], inner_lr=0.2, steps=steps)[0]
+        a = adapt_reference(losses.reinforce, theta, [one], rule=SGD(0.2), steps=steps)[0]
         per_task.append(losses.surrogate(a, query.select_tasks(i)))
     loop = torch.autograd.grad(torch.stack(per_task).mean(), list(theta.values()))
     for a, b in zip(batched, loop):

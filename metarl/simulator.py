@@ -1,7 +1,9 @@
-"""The batched-simulator interface: ``B`` instances stepped in lockstep, each with its own task.
+"""The batched-simulator contract: ``B`` instances stepped in lockstep, each with its own task.
 
-Arrays are ``[B, ...]`` numpy float64 on the CPU. The sampler lays instances out task-major
-(instance ``i`` runs task ``i // episodes`` and its episode ``i % episodes``).
+The sampler (:mod:`metarl.sampler`) drives any :class:`BatchedSim`; the task families in
+``metarl.envs`` implement it. Arrays are ``[B, ...]`` numpy float64 on the CPU. The sampler lays
+instances out task-major (instance ``i`` runs task ``i // episodes`` and its episode
+``i % episodes``).
 """
 
 from __future__ import annotations

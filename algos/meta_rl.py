@@ -1,0 +1,192 @@
+"""What every meta-RL algorithm does around its outer step (Finn et al., 2017, Algorithm 3):
+the problem it trains on (env, lockstep simulator, policy), each meta-iteration's seeded tasks,
+trajectories and inner steps, the logged scalars and the checkpointed state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import gymnasium
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarl.config import RLConfig, torch_device
+from metarl.envs import ENV_IDS, make_batched
+from metarl.envs import horizon as default_horizon
+from metarl.errors import CheckpointError, ConfigError
+from metarl.params import Params, detach, expand
+from metarl.policies import make_policy
+from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, policy_batch
+from metarl.rules import SGD, UpdateRule
+from metarl.sampler import sample
+from metarl.simulator import BatchedSim
+from metarl.stats import Metric
+
+RETURN = Metric("return", higher_is_better=True, label="mean return", decimals=(2, 2))
+"""What meta-RL evaluation reports: the mean undiscounted return of a task's episodes."""
+
+
+class RLAlgorithm(Protocol):
+    """A meta-RL algorithm's config: a frozen dataclass of its own options."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    """``"rl"``."""
+
+
+class Rollouts(NamedTuple):
+    """Trajectories of every task, ready for the losses, and what is logged about them."""
+
+    batch: PolicyBatch
+    returns: Tensor
+    """Mean undiscounted return of each task's episodes: ``[N]``."""
+    env_steps: int
+    sample_seconds: float
+    adapt_seconds: float = 0.0
+    """Time of the inner step taken on these trajectories (support sets only)."""
+
+
+@dataclass
+class Problem:
+    """A task family ready to sample: its Gymnasium env (for ``sample_tasks``), a lockstep
+    simulator of ``num_tasks x episodes`` instances, the policy and its losses."""
+
+    cfg: RLConfig
+    env: Any
+    sim: BatchedSim
+    policy: nn.Module
+    losses: PolicyLosses
+    horizon: int
+    episodes: int
+
+    @classmethod
+    def build(cls, cfg: RLConfig, num_tasks: int | None = None, episodes: int | None = None,
+              seed: int | None = None, device: str | None = None) -> Problem:
+        """The env, simulator and a seeded, freshly initialised policy (on ``cfg.device``)
+        for ``num_tasks`` tasks (default ``cfg.meta_batch``) x ``episodes``."""
+        if cfg.env_id not in ENV_IDS:
+            raise ConfigError(f"unknown env id {cfg.env_id!r}; choose one of "
+                              f"{', '.join(ENV_IDS)}")
+        episodes = episodes or cfg.episodes
+        env = gymnasium.make(cfg.env_id).unwrapped
+        sim = make_batched(cfg.env_id, (num_tasks or cfg.meta_batch) * episodes)
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        discrete = isinstance(env.action_space, gymnasium.spaces.Discrete)
+        act_dim = env.action_space.n if discrete else env.action_space.shape[0]
+        policy = make_policy(env.observation_space.shape[0], act_dim, cfg.hidden,
+                             cfg.nonlinearity, discrete).to(torch_device(device or cfg.device))
+        return cls(cfg, env, sim, policy, PolicyLosses(policy),
+                   cfg.horizon or default_horizon(cfg.env_id), episodes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+    def rules(self, steps: int | None = None, later_lr_scale: float = 1.0) -> list[UpdateRule]:
+        """One inner SGD step per support batch (``cfg.inner_steps`` in training); steps after
+        the first at ``later_lr_scale`` times the inner lr (Finn et al. evaluate with half)."""
+        steps = self.cfg.inner_steps if steps is None else steps
+        lr = self.cfg.inner_lr
+        return [SGD(lr if k == 0 else later_lr_scale * lr) for k in range(steps)]
+
+    def sample_tasks(self, num_tasks: int, seed: int) -> list:
+        return self.env.sample_tasks(num_tasks, np.random.default_rng(seed))
+
+    def rollouts(self, params: Mapping[str, Tensor], tasks: Sequence[Any], seed: int
+                 ) -> Rollouts:
+        """``episodes`` trajectories of each task with its own params ``[N, ...]``, with the
+        baseline advantages the losses need."""
+        t0 = time.perf_counter()
+        episodes = sample(self.policy, params, tasks, self.sim, self.episodes, self.horizon,
+                          seed=seed, device=self.device)
+        batch = policy_batch(episodes, self.cfg.gamma, self.cfg.gae_lambda)
+        return Rollouts(batch, episodes.total_rewards.mean(-1), episodes.num_steps,
+                        time.perf_counter() - t0)
+
+    def adapt(self, theta: Mapping[str, Tensor], tasks: Sequence[Any], seed: int,
+              rules: Sequence[UpdateRule]) -> tuple[list[Rollouts], Params]:
+        """Steps 5-7 of Algorithm 3 for every task at once, once per rule: sample trajectories
+        with the current params (theta at first), then take the inner step on them. The steps
+        are taken without a graph (the outer step re-adapts with one). Returns the support
+        rollouts and the adapted params ``[N, ...]``."""
+        params, state, supports = detach(theta), None, []
+        for k, rule in enumerate(rules):
+            support = self.rollouts(params if k else expand(params, len(tasks)), tasks, seed + k)
+            t0 = time.perf_counter()
+            params, state = adapt_chain(self.losses.reinforce, params, [support.batch], [rule],
+                                        len(tasks), first_order=True, per_task_params=k > 0,
+                                        state=state)
+            params = detach(params)
+            supports.append(support._replace(adapt_seconds=time.perf_counter() - t0))
+        return supports, params if rules else expand(params, len(tasks))
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Seed of one meta-iteration's tasks and episodes: a pure function of (seed, iteration),
+    so a resumed run samples exactly what the uninterrupted run would have."""
+    return int(torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(
+        seed * 1_000_003 + iteration)).item())
+
+
+def iteration_scalars(supports: Sequence[Rollouts], query: Rollouts) -> dict[str, float]:
+    """What every meta-RL iteration logs about its trajectories and sampling."""
+    everything = [*supports, query]
+    sample_seconds = sum(r.sample_seconds for r in everything)
+    return {"returns/before_adaptation": everything[0].returns.mean().item(),
+            "returns/after_adaptation": query.returns.mean().item(),
+            "time/sampling_s": sample_seconds,
+            "time/adaptation_s": sum(r.adapt_seconds for r in supports),
+            "time/env_steps_per_s": sum(r.env_steps for r in everything)
+            / max(sample_seconds, 1e-9)}
+
+
+def checkpoint_state(theta: Mapping[str, Tensor], iteration: int,
+                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    return {"params": {k: v.detach().cpu() for k, v in theta.items()},
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "iteration": iteration}
+
+
+def load_state(theta: Params, state: Mapping[str, Any] | None,
+               optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Load a checkpoint's policy params (and optimizer) into ``theta`` in place; returns the
+    iteration to continue from (0 without a checkpoint)."""
+    if state is None:
+        return 0
+    saved = state["params"]
+    if set(saved) != set(theta) or any(saved[k].shape != v.shape for k, v in theta.items()):
+        raise CheckpointError("checkpoint policy does not match this environment/policy "
+                              "(different env id, hidden sizes or action space?)")
+    with torch.no_grad():
+        for k, v in theta.items():
+            v.copy_(saved[k])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return int(state["iteration"])
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block on ``n`` torch CPU threads (``None``: unchanged), then restore the count."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def returns_after_steps(problem: Problem, theta: Mapping[str, Tensor], tasks: Sequence[Any],
+                        steps: int, seed: int, later_lr_scale: float) -> Tensor:
+    """Mean return of each held-out task before adaptation and after ``1..steps`` inner steps,
+    each step on trajectories sampled with the params before it, the steps after the first at
+    ``later_lr_scale`` times the inner lr: ``[N, steps + 1]``."""
+    supports, adapted = problem.adapt(theta, tasks, seed, problem.rules(steps, later_lr_scale))
+    query = problem.rollouts(adapted, tasks, seed + steps)
+    return torch.stack([r.returns for r in [*supports, query]], 1)
