@@ -86,13 +86,15 @@ def _options(cls: type, prefix: str = "--") -> list[str]:
 
 
 def _description() -> str:
-    lines = [__doc__.splitlines()[0], ""]
-    for kind, presets in (("supervised", "sinusoid, omniglot-*"), ("rl", "nav2d, cheetah-*, "
-                                                                          "ant-*")):
-        lines += [f"Algorithms of the {kind} presets ({presets}), with their own options:", ""]
+    lines = ["metarl-train PRESET [ALGORITHM] [--option value ...]: meta-train and checkpoint a "
+             "run. The algorithm (default: the preset's) and its options follow the "
+             "preset; metarl-train PRESET ALGORITHM --help lists every option.", ""]
+    for kind, label, presets in (("supervised", "supervised", "sinusoid*, omniglot-*"),
+                                 ("rl", "meta-RL", "nav2d*, cheetah-*, ant-*")):
+        lines.append(f"Algorithms of the {label} presets ({presets}) and their own options:")
         for cls in of_kind(kind):
-            doc = cls.__doc__.strip().splitlines()[0]
-            lines.append(f"    {cls.name:15s} {doc} {' '.join(_options(cls))}")
+            lines.append(f"    {cls.name:15s} {cls.__doc__.strip().splitlines()[0]}")
+            lines.append(f"    {'':15s} {' '.join(_options(cls))}")
         lines.append("")
     return "\n".join(lines)
 
