@@ -80,9 +80,7 @@ def train(algo: MAML, family: TaskFamily, cfg: MetaConfig, run: Run,
         # 8: the outer loss of each adapted model on its task's query set
         outer_loss = task_losses(loss, adapted, tasks.query).mean()
         # 10: theta <- theta - beta * grad_theta sum_i L_Ti(f_theta'_i)  (Adam)
-        learner.optimizer.zero_grad(set_to_none=True)
-        outer_loss.backward()
-        learner.optimizer.step()
+        learner.step(outer_loss)
 
         learner.iteration = iteration + 1
         run.end_iteration(learner.iteration, lambda: {"loss/query": outer_loss.item()},

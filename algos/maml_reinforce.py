@@ -7,20 +7,12 @@ applies it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from metarl.algos.meta_rl import (
-    Problem,
-    checkpoint_state,
-    iteration_scalars,
-    iteration_seed,
-    load_state,
-    torch_threads,
-)
+from metarl.algos.meta_rl import Problem, checkpoint_state, iteration_scalars, load_state
 from metarl.config import RLConfig, check_positive
 from metarl.logger import Run
 from metarl.params import params_of
@@ -53,7 +45,7 @@ def train(algo: MAMLReinforce, cfg: RLConfig, run: Run, resume: dict | None = No
 
     # 2: while not done do
     for iteration in range(start, cfg.iterations):
-        seed = iteration_seed(cfg.seed, iteration)
+        seed = problem.seed(iteration)
         # 3: sample a batch of tasks T_i ~ p(T)
         tasks = problem.sample_tasks(cfg.meta_batch, seed)
         # 4-7, for all T_i in lockstep: sample K trajectories D_i with f_theta, then the adapted
@@ -62,8 +54,7 @@ def train(algo: MAMLReinforce, cfg: RLConfig, run: Run, resume: dict | None = No
         # 8: sample trajectories D'_i with f_theta'_i in T_i
         query = problem.rollouts(adapted, tasks, seed + len(rules))
         # 10: theta <- theta - beta grad_theta sum_i L_Ti(f_theta'_i) (Adam), through step 7
-        t0 = time.perf_counter()
-        with torch_threads(cfg.outer_torch_threads):
+        with problem.outer_step() as outer:
             adapted, _ = adapt_chain(problem.losses.reinforce, theta, [s.batch for s in supports],
                                      rules, len(tasks), first_order=algo.first_order)
             outer_loss = mean_over_tasks(problem.losses.reinforce, adapted, query.batch)
@@ -71,11 +62,9 @@ def train(algo: MAMLReinforce, cfg: RLConfig, run: Run, resume: dict | None = No
             outer_loss.backward()
             grad_norm = torch.cat([p.grad.reshape(-1) for p in theta.values()]).norm()
             optimizer.step()
-        outer_seconds = time.perf_counter() - t0
 
         run.end_iteration(iteration + 1,
-                          lambda: {**iteration_scalars(supports, query),
+                          lambda: {**iteration_scalars(supports, query, outer),
                                    "loss/outer": outer_loss.item(),
-                                   "reinforce/grad_norm": grad_norm.item(),
-                                   "time/outer_step_s": outer_seconds},
+                                   "reinforce/grad_norm": grad_norm.item()},
                           lambda: checkpoint_state(theta, iteration + 1, optimizer))

@@ -9,7 +9,6 @@ both flow through the inner step (second order unless ``first_order``).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
@@ -18,14 +17,7 @@ import torch
 import tyro
 from torch.func import vmap
 
-from metarl.algos.meta_rl import (
-    Problem,
-    checkpoint_state,
-    iteration_scalars,
-    iteration_seed,
-    load_state,
-    torch_threads,
-)
+from metarl.algos.meta_rl import Problem, checkpoint_state, iteration_scalars, load_state
 from metarl.config import RLConfig, check, check_positive, check_positive_ints
 from metarl.logger import Run
 from metarl.params import Params, flatten, params_of
@@ -100,7 +92,7 @@ def train(algo: MAMLTRPO, cfg: RLConfig, run: Run, resume: dict | None = None) -
 
     # 2: while not done do
     for iteration in range(start, cfg.iterations):
-        seed = iteration_seed(cfg.seed, iteration)
+        seed = problem.seed(iteration)
         # 3: sample a batch of tasks T_i ~ p(T)
         tasks = problem.sample_tasks(cfg.meta_batch, seed)
         # 4-7, for all T_i in lockstep: sample K trajectories D_i with f_theta, then the adapted
@@ -109,15 +101,12 @@ def train(algo: MAMLTRPO, cfg: RLConfig, run: Run, resume: dict | None = None) -
         # 8: sample trajectories D'_i with f_theta'_i in T_i
         query = problem.rollouts(adapted, tasks, seed + len(rules))
         # 10: theta <- TRPO step on sum_i L_Ti(f_theta'_i) over the D'_i, through step 7
-        t0 = time.perf_counter()
-        with torch_threads(cfg.outer_torch_threads):
+        with problem.outer_step() as outer:
             stats = trpo_step(algo.trpo, problem.losses, theta, [s.batch for s in supports],
                               query.batch, rules, first_order=algo.first_order)
-        outer_seconds = time.perf_counter() - t0
 
         run.end_iteration(iteration + 1,
-                          lambda: {**iteration_scalars(supports, query), **stats,
-                                   "time/outer_step_s": outer_seconds},
+                          lambda: {**iteration_scalars(supports, query, outer), **stats},
                           lambda: checkpoint_state(theta, iteration + 1))
 
 

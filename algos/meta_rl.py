@@ -94,6 +94,17 @@ class Problem:
         lr = self.cfg.inner_lr
         return [SGD(lr if k == 0 else later_lr_scale * lr) for k in range(steps)]
 
+    def seed(self, iteration: int) -> int:
+        """The seed of meta-iteration ``iteration``'s tasks and trajectories."""
+        return iteration_seed(self.cfg.seed, iteration)
+
+    @contextmanager
+    def outer_step(self) -> Iterator[Stopwatch]:
+        """The outer step's block: on ``outer_torch_threads`` torch threads (MuJoCo is idle
+        then), timed."""
+        with torch_threads(self.cfg.outer_torch_threads), Stopwatch() as watch:
+            yield watch
+
     def sample_tasks(self, num_tasks: int, seed: int) -> list:
         return self.env.sample_tasks(num_tasks, np.random.default_rng(seed))
 
@@ -126,6 +137,19 @@ class Problem:
         return supports, params if rules else expand(params, len(tasks))
 
 
+class Stopwatch:
+    """``with Stopwatch() as watch: ...``, then ``watch.seconds``."""
+
+    seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
 def iteration_seed(seed: int, iteration: int) -> int:
     """Seed of one meta-iteration's tasks and episodes: a pure function of (seed, iteration),
     so a resumed run samples exactly what the uninterrupted run would have."""
@@ -133,8 +157,9 @@ def iteration_seed(seed: int, iteration: int) -> int:
         seed * 1_000_003 + iteration)).item())
 
 
-def iteration_scalars(supports: Sequence[Rollouts], query: Rollouts) -> dict[str, float]:
-    """What every meta-RL iteration logs about its trajectories and sampling."""
+def iteration_scalars(supports: Sequence[Rollouts], query: Rollouts, outer: Stopwatch
+                      ) -> dict[str, float]:
+    """What every meta-RL iteration logs about its trajectories, sampling and outer step."""
     everything = [*supports, query]
     sample_seconds = sum(r.sample_seconds for r in everything)
     return {"returns/before_adaptation": everything[0].returns.mean().item(),
@@ -142,7 +167,8 @@ def iteration_scalars(supports: Sequence[Rollouts], query: Rollouts) -> dict[str
             "time/sampling_s": sample_seconds,
             "time/adaptation_s": sum(r.adapt_seconds for r in supports),
             "time/env_steps_per_s": sum(r.env_steps for r in everything)
-            / max(sample_seconds, 1e-9)}
+            / max(sample_seconds, 1e-9),
+            "time/outer_step_s": outer.seconds}
 
 
 def checkpoint_state(theta: Mapping[str, Tensor], iteration: int,

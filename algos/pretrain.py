@@ -51,9 +51,7 @@ def train(algo: Pretrain, family: TaskFamily, cfg: MetaConfig, run: Run,
     for iteration in range(learner.iteration, cfg.iterations):
         tasks = family.sample(cfg.meta_batch, learner.generator).to(cfg.device)
         joint_loss = loss(learner.params, tasks.pooled())
-        learner.optimizer.zero_grad(set_to_none=True)
-        joint_loss.backward()
-        learner.optimizer.step()
+        learner.step(joint_loss)
 
         learner.iteration = iteration + 1
         run.end_iteration(learner.iteration, lambda: {"loss/joint": joint_loss.item()},

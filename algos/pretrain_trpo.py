@@ -5,21 +5,13 @@ the same inner steps as MAML. It is MAML-TRPO without steps 5-7.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
 
 import tyro
 
 from metarl.algos.maml_trpo import TrustRegion, trpo_step
-from metarl.algos.meta_rl import (
-    Problem,
-    checkpoint_state,
-    iteration_scalars,
-    iteration_seed,
-    load_state,
-    torch_threads,
-)
+from metarl.algos.meta_rl import Problem, checkpoint_state, iteration_scalars, load_state
 from metarl.config import RLConfig
 from metarl.logger import Run
 from metarl.params import expand, params_of
@@ -41,16 +33,13 @@ def train(algo: PretrainTRPO, cfg: RLConfig, run: Run, resume: dict | None = Non
     start = load_state(theta, resume)
 
     for iteration in range(start, cfg.iterations):
-        seed = iteration_seed(cfg.seed, iteration)
+        seed = problem.seed(iteration)
         tasks = problem.sample_tasks(cfg.meta_batch, seed)
         # The trajectories of every task with the one policy f_theta.
         batch = problem.rollouts(expand(theta, len(tasks)), tasks, seed)
-        t0 = time.perf_counter()
-        with torch_threads(cfg.outer_torch_threads):
+        with problem.outer_step() as outer:
             stats = trpo_step(algo.trpo, problem.losses, theta, [], batch.batch, [])
-        outer_seconds = time.perf_counter() - t0
 
         run.end_iteration(iteration + 1,
-                          lambda: {**iteration_scalars([], batch), **stats,
-                                   "time/outer_step_s": outer_seconds},
+                          lambda: {**iteration_scalars([], batch, outer), **stats},
                           lambda: checkpoint_state(theta, iteration + 1))

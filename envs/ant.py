@@ -19,13 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarl.envs.mujoco_family import MujocoFamily, MujocoTaskEnv
-from metarl.envs.tasks import (
-    DirectionTask,
-    VelocityTask,
-    sample_direction_tasks,
-    sample_velocity_tasks,
-)
+from metarl.envs.mujoco_family import MujocoTaskEnv, locomotion_families
 
 CTRL_COST = 0.5 * 1e-2
 SURVIVE = 0.05
@@ -57,29 +51,8 @@ def direction_reward(qpos_before, qpos, qvel, action, task, dt):
     return task[:, 0] * v + rest, terminated
 
 
-def sample_vel_tasks(n, rng):
-    return sample_velocity_tasks(n, rng, 0.0, 3.0)
-
-
-ANT_VEL = MujocoFamily(
-    name="AntVel",
-    xml_file="ant.xml",
-    task_type=VelocityTask,
-    sample_tasks=sample_vel_tasks,
-    default_task=VelocityTask(1.0),
-    observe=observe,
-    reward=velocity_reward,
-)
-
-ANT_DIR = MujocoFamily(
-    name="AntDir",
-    xml_file="ant.xml",
-    task_type=DirectionTask,
-    sample_tasks=sample_direction_tasks,
-    default_task=DirectionTask(1.0),
-    observe=observe,
-    reward=direction_reward,
-)
+ANT_VEL, ANT_DIR = locomotion_families("Ant", "ant.xml", observe, velocity_reward, direction_reward,
+                                       max_velocity=3.0)
 
 
 class AntVelEnv(MujocoTaskEnv):

@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarl.envs.mujoco_family import MujocoFamily, MujocoTaskEnv
-from metarl.envs.tasks import (
-    DirectionTask,
-    VelocityTask,
-    sample_direction_tasks,
-    sample_velocity_tasks,
-)
+from metarl.envs.mujoco_family import MujocoTaskEnv, locomotion_families
 
 CTRL_COST = 0.05
 
@@ -50,29 +44,8 @@ def direction_reward(qpos_before, qpos, qvel, action, task, dt):
     return reward, np.zeros(len(reward), dtype=bool)
 
 
-def sample_vel_tasks(n, rng):
-    return sample_velocity_tasks(n, rng, 0.0, 2.0)
-
-
-HALF_CHEETAH_VEL = MujocoFamily(
-    name="HalfCheetahVel",
-    xml_file="half_cheetah.xml",
-    task_type=VelocityTask,
-    sample_tasks=sample_vel_tasks,
-    default_task=VelocityTask(1.0),
-    observe=observe,
-    reward=velocity_reward,
-)
-
-HALF_CHEETAH_DIR = MujocoFamily(
-    name="HalfCheetahDir",
-    xml_file="half_cheetah.xml",
-    task_type=DirectionTask,
-    sample_tasks=sample_direction_tasks,
-    default_task=DirectionTask(1.0),
-    observe=observe,
-    reward=direction_reward,
-)
+HALF_CHEETAH_VEL, HALF_CHEETAH_DIR = locomotion_families(
+    "HalfCheetah", "half_cheetah.xml", observe, velocity_reward, direction_reward, max_velocity=2.0)
 
 
 class HalfCheetahVelEnv(MujocoTaskEnv):

@@ -30,7 +30,17 @@ import mujoco.batch
 import numpy as np
 from gymnasium import spaces
 
-from metarl.envs.tasks import RNG, as_rng, check_actions, check_task, task_array
+from metarl.envs.tasks import (
+    RNG,
+    DirectionTask,
+    VelocityTask,
+    as_rng,
+    check_actions,
+    check_task,
+    sample_direction_tasks,
+    sample_velocity_tasks,
+    task_array,
+)
 from metarl.simulator import BatchedSim
 
 # observe(qpos [B, nq], qvel [B, nv]) -> obs [B, obs_dim]
@@ -51,6 +61,18 @@ class MujocoFamily:
     reward: RewardFn
     frame_skip: int = 5
     reset_noise_scale: float = 0.1
+
+
+def locomotion_families(robot: str, xml_file: str, observe: ObserveFn, velocity_reward: RewardFn,
+                        direction_reward: RewardFn, max_velocity: float
+                        ) -> tuple[MujocoFamily, MujocoFamily]:
+    """A robot's two task families (Finn et al., 2017, Fig. 5): run at a target velocity
+    ``U[0, max_velocity]`` (``<robot>Vel``), or forward or backward (``<robot>Dir``)."""
+    sample_velocities = functools.partial(sample_velocity_tasks, low=0.0, high=max_velocity)
+    return (MujocoFamily(f"{robot}Vel", xml_file, VelocityTask, sample_velocities,
+                         VelocityTask(1.0), observe, velocity_reward),
+            MujocoFamily(f"{robot}Dir", xml_file, DirectionTask, sample_direction_tasks,
+                         DirectionTask(1.0), observe, direction_reward))
 
 
 @functools.cache

@@ -38,15 +38,8 @@ def adapt_step(loss_fn: LossFn, params: Mapping[str, Tensor], support: Any, rule
     return rule.update(dict(params), grads, state, loss)
 
 
-def adapt(
-    loss_fn: LossFn,
-    params: Mapping[str, Tensor],
-    support: Any,
-    *,
-    rule: UpdateRule,
-    steps: int = 1,
-    first_order: bool = False,
-) -> Params:
+def adapt(loss_fn: LossFn, params: Mapping[str, Tensor], support: Any, *, rule: UpdateRule,
+          steps: int = 1, first_order: bool = False) -> Params:
     """Adapt ``params`` to one task with ``steps`` steps of ``rule`` on its support set."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -57,15 +50,8 @@ def adapt(
     return params
 
 
-def adapt_tasks(
-    loss_fn: LossFn,
-    params: Mapping[str, Tensor],
-    support: Any,
-    *,
-    rule: UpdateRule,
-    steps: int = 1,
-    first_order: bool = False,
-) -> Params:
+def adapt_tasks(loss_fn: LossFn, params: Mapping[str, Tensor], support: Any, *,
+                rule: UpdateRule, steps: int = 1, first_order: bool = False) -> Params:
     """:func:`adapt` for a meta-batch in one vmapped call.
 
     ``support`` is a pytree whose tensors carry a leading task dimension ``[N, ...]``;

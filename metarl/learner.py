@@ -37,6 +37,12 @@ class Learner:
         trainable = [*params.values(), *rule.parameters().values()]
         return cls(params, rule, optimizer(trainable), torch.Generator().manual_seed(seed))
 
+    def step(self, outer_loss: Tensor) -> None:
+        """One step of the outer optimizer down the gradient of ``outer_loss``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        outer_loss.backward()
+        self.optimizer.step()
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": {k: v.detach().cpu() for k, v in self.params.items()},

@@ -33,9 +33,24 @@ SupervisedAlgorithm = _algorithms("supervised")
 RLAlgorithm = _algorithms("rl")
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Where an experiment's run is written, and whether it continues one (the experiment gives
+    ``tag`` and ``algo``)."""
+
+    out: str | None = None
+    """Run directory (default: runs/<task>-<algorithm>, e.g. runs/sinusoid-k10-maml)."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint."""
+
+    @property
+    def run_dir(self) -> str:
+        return self.out or f"runs/{self.tag}-{self.algo.name}"
+
+
 @tyro.conf.configure(tyro.conf.CascadeSubcommandArgs)
 @dataclass(frozen=True)
-class Supervised:
+class Supervised(RunOptions):
     """A supervised meta-learning experiment: a task family, an algorithm and their settings."""
 
     task: Any
@@ -44,14 +59,10 @@ class Supervised:
     algo: Annotated[SupervisedAlgorithm, tyro.conf.OmitSubcommandPrefixes] = field(
         default_factory=MAML)
     meta: Annotated[MetaConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MetaConfig)
-    out: str | None = None
-    """Run directory (default: runs/<task>-<algorithm>, e.g. runs/sinusoid-k10-maml)."""
-    resume: bool = False
-    """Continue the run in --out from its last checkpoint."""
 
     @property
-    def run_dir(self) -> str:
-        return self.out or f"runs/{self.task.tag}-{self.algo.name}"
+    def tag(self) -> str:
+        return self.task.tag
 
     @property
     def settings(self) -> MetaConfig:
@@ -67,21 +78,16 @@ class Supervised:
 
 @tyro.conf.configure(tyro.conf.CascadeSubcommandArgs)
 @dataclass(frozen=True)
-class MetaRL:
+class MetaRL(RunOptions):
     """A meta-RL experiment: a task-distributed environment, an algorithm and their settings."""
 
     algo: Annotated[RLAlgorithm, tyro.conf.OmitSubcommandPrefixes] = field(
         default_factory=MAMLTRPO)
     rl: Annotated[RLConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=RLConfig)
-    out: str | None = None
-    """Run directory (default: runs/<env>-<algorithm>, e.g. runs/Navigation2D-maml-trpo)."""
-    resume: bool = False
-    """Continue the run in --out from its last checkpoint."""
 
     @property
-    def run_dir(self) -> str:
-        env = self.rl.env_id.split("/")[-1].removesuffix("-v0")
-        return self.out or f"runs/{env}-{self.algo.name}"
+    def tag(self) -> str:
+        return self.rl.env_id.split("/")[-1].removesuffix("-v0")
 
     @property
     def settings(self) -> RLConfig:

@@ -98,9 +98,7 @@ def train_scalar_rate_maml(algo, family, cfg: MetaConfig, run, resume=None) -> N
         adapted = adapt_tasks(loss, learner.params, tasks.support, rule=learner.rule,
                               steps=cfg.inner_steps)
         outer = task_losses(loss, adapted, tasks.query).mean()
-        learner.optimizer.zero_grad(set_to_none=True)
-        outer.backward()
-        learner.optimizer.step()
+        learner.step(outer)
         learner.iteration = iteration + 1
         run.end_iteration(learner.iteration, lambda: {"loss/query": outer.item()},
                           learner.state_dict)
