@@ -11,7 +11,10 @@ import torch
 
 from metarl.errors import CheckpointError
 
-FORMAT = "metarl-checkpoint-v1"
+FORMAT = "metarl-checkpoint-v2"
+"""v2: the algorithm is a config of its own and the inner rule's tensors are stored as ``rule``;
+v1 files (the algorithm named by a field) are still read, and upgraded by the commands."""
+READABLE = ("metarl-checkpoint-v1", FORMAT)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -49,6 +52,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); it may be corrupt "
                               "or from another program") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise CheckpointError(f"{path} is not a metarl checkpoint (expected format {FORMAT})")
     return state

@@ -20,14 +20,13 @@ import tyro
 
 from metarl.algos.meta_rl import RETURN, Problem, load_state, returns_after_steps
 from metarl.algos.supervised import build
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse, user_errors
 from metarl.config import from_dict, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import finetune_curve, predictions_after
 from metarl.params import forward_fn, params_of
 from metarl.report import print_table, summarize, write
-from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types
+from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types, load_run
 from metarl.scripts.presets import task_types
 from metarl.tasks import loss_fn
 
@@ -71,7 +70,7 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
     runs: dict[str, tuple[Any, dict]] = {}
     types = config_types(task_types())
     for path in args.runs:
-        checkpoint = load_checkpoint(path, map_location=args.device)
+        checkpoint = load_run(path, args.device)
         config = from_dict(checkpoint["config"], types)
         label = getattr(config.algo, "label", config.algo.name)
         while label in runs:

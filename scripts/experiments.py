@@ -7,7 +7,9 @@ the preset (``metarl-train sinusoid --outer-lr 3e-4`` picks the preset's default
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
@@ -16,10 +18,11 @@ from metarl.algos import ALGORITHMS, of_kind
 from metarl.algos.maml import MAML
 from metarl.algos.maml_trpo import MAMLTRPO, TrustRegion
 from metarl.algos.meta_rl import torch_threads
+from metarl.checkpoint import load_checkpoint
 from metarl.cli import subcommands
 from metarl.config import MetaConfig, RLConfig
 from metarl.envs import ENV_IDS
-from metarl.errors import ConfigError
+from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.tasks import TaskFamily
 
@@ -104,6 +107,47 @@ class MetaRL(RunOptions):
 
 
 Experiment = Supervised | MetaRL
+
+
+def load_run(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """A run's checkpoint (its folder or file), in the current layout whichever version wrote
+    it."""
+    return upgrade_v1(load_checkpoint(path, map_location=device))
+
+
+def upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of format v1 (metarl 0.1: the algorithm named by ``method``, ``algo`` and
+    ``pretrain`` fields of the shared settings, Meta-SGD's rates stored as ``inner_lr``) in the
+    current layout; later formats unchanged."""
+    if checkpoint["format"] != "metarl-checkpoint-v1":
+        return checkpoint
+    config, state = dict(checkpoint["config"]), dict(checkpoint["state"])
+    if config.get("__class__") == "Supervised":
+        meta = dict(config["meta"])
+        method, outer_lr, epsilon = meta.pop("method"), meta.pop("outer_lr"), meta.pop(
+            "reptile_epsilon")
+        names = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "MetaSGD", "pretrain": "Pretrain"}
+        config.update(meta=meta, algo={"__class__": "Reptile", "epsilon": epsilon}
+                      if method == "reptile" else
+                      {"__class__": names[method], "outer_lr": outer_lr})
+        rates = state.pop("inner_lr")
+        state["rule"] = rates if isinstance(rates, dict) else {}
+    elif config.get("__class__") == "MetaRL":
+        rl = dict(config["rl"])
+        name, pretrain, first_order, outer_lr = (rl.pop(k) for k in ("algo", "pretrain",
+                                                                      "first_order", "outer_lr"))
+        trpo = {"__class__": "TrustRegion", **{f.name: rl.pop(f.name)
+                                                 for f in dataclasses.fields(TrustRegion)}}
+        if pretrain and name != "maml-trpo":
+            raise CheckpointError("this run is metarl 0.1's pretraining baseline with a "
+                                  "REINFORCE outer step, which this version does not train; "
+                                  "evaluate it with metarl 0.1")
+        config.update(rl=rl, algo={"__class__": "PretrainTRPO", "trpo": trpo} if pretrain else
+                      {"__class__": "MAMLTRPO", "first_order": first_order, "trpo": trpo}
+                      if name == "maml-trpo" else
+                      {"__class__": "MAMLReinforce", "outer_lr": outer_lr,
+                       "first_order": first_order})
+    return {**checkpoint, "config": config, "state": state}
 
 
 def config_types(task_types: tuple[type, ...]) -> dict[str, type]:

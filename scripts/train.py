@@ -16,18 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarl.algos import of_kind
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import parse, subcommands, user_errors
 from metarl.config import from_dict, to_dict, torch_device
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
-from metarl.scripts.experiments import Experiment, config_types
+from metarl.scripts.experiments import Experiment, config_types, load_run
 from metarl.scripts.presets import PRESETS, task_types
 
 PROG = "metarl-train"
 # Options that may differ between a run and its resumption.
-RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "device", "torch_threads",
-             "outer_torch_threads"}
+# The folder is where the run is, not part of what it is.
+RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "device",
+             "torch_threads", "outer_torch_threads"}
 # Options of earlier versions, now algorithm subcommands.
 RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
            "--algo": "the algorithm is a subcommand: metarl-train nav2d maml-reinforce",
@@ -50,7 +50,7 @@ def train(config: Experiment, progress: bool = True) -> Path:
     run_dir = Path(config.run_dir)
     resume = None
     if config.resume:
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_run(run_dir)
         from_dict(checkpoint["config"], config_types(task_types()))  # a known kind of config
         _check_resumable(checkpoint["config"], to_dict(config))
         resume = checkpoint["state"]
