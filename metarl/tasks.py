@@ -41,6 +41,9 @@ class TaskBatch:
         return pytree.tree_leaves(self.support)[0].shape[0]
 
     def to(self, device: torch.device | str) -> TaskBatch:
+        device = torch.device(device)
+        if all(t.device == device for t in pytree.tree_leaves(self)):  # cheaper than a map
+            return self
         return pytree.tree_map(lambda t: t.to(device, non_blocking=True), self)
 
     def __getitem__(self, index: slice) -> TaskBatch:
