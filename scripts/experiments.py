@@ -32,8 +32,8 @@ def _algorithms(kind: str) -> Any:
     return subcommands((cls.name, cls, cls.__doc__, None) for cls in of_kind(kind))
 
 
-SupervisedAlgorithm = _algorithms("supervised")
-RLAlgorithm = _algorithms("rl")
+SupervisedAlgorithms = _algorithms("supervised")
+RLAlgorithms = _algorithms("rl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +59,7 @@ class Supervised(RunOptions):
     task: Any
     """The task family's config (e.g. Sinusoid, Omniglot): ``tag`` names it and ``build()``
     gives its :class:`~metarl.tasks.TaskFamily`."""
-    algo: Annotated[SupervisedAlgorithm, tyro.conf.OmitSubcommandPrefixes] = field(
+    algo: Annotated[SupervisedAlgorithms, tyro.conf.OmitSubcommandPrefixes] = field(
         default_factory=MAML)
     meta: Annotated[MetaConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MetaConfig)
 
@@ -84,7 +84,7 @@ class Supervised(RunOptions):
 class MetaRL(RunOptions):
     """A meta-RL experiment: a task-distributed environment, an algorithm and their settings."""
 
-    algo: Annotated[RLAlgorithm, tyro.conf.OmitSubcommandPrefixes] = field(
+    algo: Annotated[RLAlgorithms, tyro.conf.OmitSubcommandPrefixes] = field(
         default_factory=MAMLTRPO)
     rl: Annotated[RLConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=RLConfig)
 
@@ -127,9 +127,11 @@ def upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
         method, outer_lr, epsilon = meta.pop("method"), meta.pop("outer_lr"), meta.pop(
             "reptile_epsilon")
         names = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "MetaSGD", "pretrain": "Pretrain"}
-        config.update(meta=meta, algo={"__class__": "Reptile", "epsilon": epsilon}
-                      if method == "reptile" else
-                      {"__class__": names[method], "outer_lr": outer_lr})
+        if method == "reptile":
+            algo = {"__class__": "Reptile", "epsilon": epsilon}
+        else:
+            algo = {"__class__": names[method], "outer_lr": outer_lr}
+        config.update(meta=meta, algo=algo)
         rates = state.pop("inner_lr")
         state["rule"] = rates if isinstance(rates, dict) else {}
     elif config.get("__class__") == "MetaRL":
@@ -142,11 +144,13 @@ def upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
             raise CheckpointError("this run is metarl 0.1's pretraining baseline with a "
                                   "REINFORCE outer step, which this version does not train; "
                                   "evaluate it with metarl 0.1")
-        config.update(rl=rl, algo={"__class__": "PretrainTRPO", "trpo": trpo} if pretrain else
-                      {"__class__": "MAMLTRPO", "first_order": first_order, "trpo": trpo}
-                      if name == "maml-trpo" else
-                      {"__class__": "MAMLReinforce", "outer_lr": outer_lr,
-                       "first_order": first_order})
+        if pretrain:
+            algo = {"__class__": "PretrainTRPO", "trpo": trpo}
+        elif name == "maml-trpo":
+            algo = {"__class__": "MAMLTRPO", "first_order": first_order, "trpo": trpo}
+        else:
+            algo = {"__class__": "MAMLReinforce", "outer_lr": outer_lr, "first_order": first_order}
+        config.update(rl=rl, algo=algo)
     return {**checkpoint, "config": config, "state": state}
 
 

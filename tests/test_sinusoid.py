@@ -115,6 +115,15 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
         train.train(config, progress=False)
 
 
+def test_every_logged_scalar_is_checked_not_only_losses(tmp_path):
+    from metarl.logger import NonFiniteScalar, Run
+
+    run = Run(tmp_path, {}, total=1, progress=False)
+    with pytest.raises(NonFiniteScalar, match="returns/after_adaptation is nan"):
+        run.log(1, {"loss/outer": 0.5, "returns/after_adaptation": float("nan")})
+    run.close()
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(inner_lr=-0.1), "inner_lr must be a positive"),
     (dict(meta_batch=0), "meta_batch"),
