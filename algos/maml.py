@@ -7,42 +7,26 @@ Meta-SGD (Li, Zhou, Chen & Li, 2017) also learns the per-parameter inner rates a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor
-
 from metarl.adapt import adapt_tasks, task_losses
-from metarl.algos.supervised import build
-from metarl.config import MetaConfig, check_positive
+from metarl.algos.supervised import AdamOuterLoop, build
+from metarl.config import MetaConfig
 from metarl.logger import Run
 from metarl.params import Params
-from metarl.rules import SGD, UpdateRule
 from metarl.rules import MetaSGD as LearnedRates
+from metarl.rules import UpdateRule
 from metarl.tasks import TaskFamily, loss_fn
 
 
 @dataclass(frozen=True)
-class MAML:
+class MAML(AdamOuterLoop):
     """MAML, second order (Finn et al. 2017, Algorithm 2)."""
-
-    outer_lr: float = 1e-3
-    """Adam step size of the outer loop."""
 
     name: ClassVar[str] = "maml"
     kind: ClassVar[str] = "supervised"
     first_order: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        check_positive("outer_lr", self.outer_lr)
-
-    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
-        return SGD(cfg.inner_lr)
-
-    def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(parameters, lr=self.outer_lr)
 
 
 @dataclass(frozen=True)

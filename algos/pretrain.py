@@ -7,40 +7,22 @@ with the same gradient steps as the meta-learners.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from metarl.algos.supervised import build
-from metarl.config import MetaConfig, check_positive
+from metarl.algos.supervised import AdamOuterLoop, build
+from metarl.config import MetaConfig
 from metarl.logger import Run
-from metarl.params import Params
-from metarl.rules import SGD, UpdateRule
 from metarl.tasks import TaskFamily, loss_fn
 
 
 @dataclass(frozen=True)
-class Pretrain:
-    """The pretraining baseline: one network on all tasks jointly (Finn et al. 2017)."""
-
-    outer_lr: float = 1e-3
-    """Adam step size."""
+class Pretrain(AdamOuterLoop):
+    """The pretraining baseline: one network on all tasks jointly (Finn et al. 2017); at test
+    time it is fine-tuned with SGD at inner_lr like the meta-learners."""
 
     name: ClassVar[str] = "pretrain"
     kind: ClassVar[str] = "supervised"
-
-    def __post_init__(self) -> None:
-        check_positive("outer_lr", self.outer_lr)
-
-    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
-        """Fine-tuning at test time: plain SGD at inner_lr."""
-        return SGD(cfg.inner_lr)
-
-    def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(parameters, lr=self.outer_lr)
 
 
 def train(algo: Pretrain, family: TaskFamily, cfg: MetaConfig, run: Run,

@@ -4,15 +4,16 @@ contract, and the model and learner of a run (seeded, or restored from a checkpo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from metarl.config import MetaConfig, torch_device
+from metarl.config import MetaConfig, check_positive, torch_device
 from metarl.learner import Learner
 from metarl.params import Params, params_of
-from metarl.rules import UpdateRule
+from metarl.rules import SGD, UpdateRule
 from metarl.tasks import TaskFamily
 
 
@@ -31,6 +32,24 @@ class SupervisedAlgorithm(Protocol):
     def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
         """Its outer optimizer over theta and the rule's learnable tensors."""
         ...
+
+
+@dataclass(frozen=True)
+class AdamOuterLoop:
+    """What most supervised algorithms share: the inner rule is SGD at ``inner_lr`` and the
+    outer optimizer is Adam on theta and the rule's learnable tensors."""
+
+    outer_lr: float = 1e-3
+    """Adam step size of the outer loop."""
+
+    def __post_init__(self) -> None:
+        check_positive("outer_lr", self.outer_lr)
+
+    def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
+        return SGD(cfg.inner_lr)
+
+    def optimizer(self, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.outer_lr)
 
 
 def build(family: TaskFamily, algo: SupervisedAlgorithm, cfg: MetaConfig,

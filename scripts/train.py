@@ -93,7 +93,8 @@ def _description() -> str:
                                  ("rl", "meta-RL", "nav2d*, cheetah-*, ant-*")):
         lines.append(f"Algorithms of the {label} presets ({presets}) and their own options:")
         for cls in of_kind(kind):
-            lines.append(f"    {cls.name:15s} {cls.__doc__.strip().splitlines()[0]}")
+            summary = " ".join(cls.__doc__.split("\n\n")[0].split())  # its first paragraph
+            lines.append(f"    {cls.name:15s} {summary}")
             lines.append(f"    {'':15s} {' '.join(_options(cls))}")
         lines.append("")
     return "\n".join(lines)
