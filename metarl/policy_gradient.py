@@ -124,7 +124,8 @@ def adapt_chain(loss_fn: LossFn, params: Mapping[str, Tensor], supports: Sequenc
                               first_order)
 
         dims = 0 if per_task_params else None
-        adapted, state = vmap(step, in_dims=(dims, 0, dims))(adapted, support, state)
+        adapted, state = vmap(step, in_dims=(dims, 0, None if state is None else dims))(
+            adapted, support, state)
         per_task_params = True
     return (adapted if per_task_params else expand(adapted, num_tasks)), state
 

@@ -127,3 +127,39 @@ def test_step_is_scaled_to_the_trust_region():
     assert math.isclose(0.5 * (s @ A @ s).item(), 0.01, rel_tol=1e-9)
     zero = scale_to_trust_region(torch.zeros(2), torch.full((2,), float("nan")), 0.01)
     assert torch.equal(zero, torch.zeros(2))
+
+
+class _Momentum:
+    """A stateful rule (per-task velocity) for the chain's state threading."""
+
+    def __init__(self, lr: float, mu: float = 0.5) -> None:
+        self.lr, self.mu = lr, mu
+
+    def init(self, params):
+        return {k: torch.zeros_like(p) for k, p in params.items()}
+
+    def update(self, params, grads, state, loss):
+        v = {k: self.mu * state[k] + grads[k] for k in params}
+        return {k: p - self.lr * v[k] for k, p in params.items()}, v
+
+    def parameters(self):
+        return {}
+
+
+def test_one_chain_stepped_at_once_or_one_support_at_a_time():
+    """Sampling steps the chain one support batch at a time, the outer step all at once: the
+    same params, with a different rule per step and the rules' state carried between calls."""
+    policy, losses, first, second = _tiny(tasks=3)
+    theta = params_of(policy)
+    rules = [_Momentum(0.2), _Momentum(0.05)]
+    at_once, _ = adapt_chain(losses.reinforce, theta, [first, second], rules, 3)
+    step, state = adapt_chain(losses.reinforce, theta, [first], rules[:1], 3)
+    stepwise, _ = adapt_chain(losses.reinforce, step, [second], rules[1:], 3,
+                              per_task_params=True, state=state)
+    for k in theta:
+        torch.testing.assert_close(at_once[k], stepwise[k], rtol=0, atol=1e-12)
+    restarted, _ = adapt_chain(losses.reinforce, step, [second], rules[1:], 3,
+                               per_task_params=True)  # the velocity forgotten
+    assert not torch.allclose(restarted["mean.0.weight"], at_once["mean.0.weight"])
+    with pytest.raises(ValueError, match="one rule per inner step"):
+        adapt_chain(losses.reinforce, theta, [first, second], rules[:1], 3)
