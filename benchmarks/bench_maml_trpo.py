@@ -29,6 +29,7 @@ from bench_sampler import floor_fn  # noqa: E402
 from metarl.algos.maml_trpo import TrustRegion, trpo_step  # noqa: E402
 from metarl.algos.meta_rl import Problem, iteration_seed, torch_threads  # noqa: E402
 from metarl.config import RLConfig  # noqa: E402
+from metarl.memory import tune_allocator  # noqa: E402
 from metarl.params import params_of  # noqa: E402
 
 REFERENCE_SECONDS = {"metarl/HalfCheetahVel-v0": 19.0, "metarl/Navigation2D-v0": 6.5}
@@ -74,6 +75,7 @@ def bench(env_id: str, meta_batch: int, iterations: int, setting: dict,
 
 
 def main() -> None:
+    tune_allocator()  # as the commands do
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", choices=["cheetah", "nav", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=3)

@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from metarl.envs import make_batched
 from metarl.envs.mujoco_family import MujocoBatchedSim, load_model
+from metarl.memory import tune_allocator
 from metarl.params import expand, params_of
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampler import sample
@@ -107,6 +108,7 @@ def bench(env_id: str, n_tasks: int, E: int, T: int, rounds: int) -> None:
 
 
 def main() -> None:
+    tune_allocator()  # as the commands do
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--torch-threads", type=int, default=1,

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from metarl.adapt import adapt_tasks, task_losses  # noqa: E402
 from metarl.envs.sinusoid import Sinusoid
+from metarl.memory import tune_allocator  # noqa: E402
 from metarl.params import params_of  # noqa: E402
 from metarl.rules import SGD  # noqa: E402
 from metarl.tasks import loss_fn as task_loss  # noqa: E402
@@ -25,6 +26,7 @@ from oracles import adapt_reference  # noqa: E402  (the tests' per-task loop)
 
 
 def main() -> None:
+    tune_allocator()  # as the commands do
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=60)

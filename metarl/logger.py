@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from metarl.checkpoint import save_checkpoint
 from metarl.errors import MetarlError
+from metarl.memory import Usage
 
 
 class NonFiniteScalar(MetarlError):
@@ -52,7 +53,10 @@ class Run:
                                       "rates, or resume from the last checkpoint")
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
-        self.bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in list(scalars.items())[:4]},
+        peak = Usage.now().peak_rss_mb  # what the meta-batch costs, before it is scaled up
+        self.writer.add_scalar("memory/peak_rss_mb", peak, step)
+        self.bar.set_postfix({**{k.split("/")[-1]: f"{v:.4g}" for k, v in
+                                 list(scalars.items())[:3]}, "peak": f"{peak / 1024:.2f}GB"},
                              refresh=False)
 
     def end_iteration(self, iteration: int, metrics: Callable[[], Mapping[str, float]],

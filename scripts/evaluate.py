@@ -24,6 +24,7 @@ from metarl.cli import parse, user_errors
 from metarl.config import from_dict, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import finetune_curve, predictions_after
+from metarl.memory import tune_allocator
 from metarl.params import forward_fn, params_of
 from metarl.report import print_table, summarize, write
 from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types, load_run
@@ -155,6 +156,7 @@ def evaluate(args: Evaluate) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()
     args = parse(Evaluate, argv, "metarl-evaluate", __doc__.splitlines()[0])
     with user_errors("metarl-evaluate"):
         evaluate(args)

@@ -20,6 +20,7 @@ from metarl.cli import parse, subcommands, user_errors
 from metarl.config import from_dict, to_dict, torch_device
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
+from metarl.memory import tune_allocator
 from metarl.scripts.experiments import Experiment, config_types, load_run
 from metarl.scripts.presets import PRESETS, task_types
 
@@ -101,6 +102,7 @@ def _description() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    tune_allocator()
     args = list(sys.argv[1:] if argv is None else argv)
     with user_errors(PROG):
         for flag, replacement in RENAMED.items():
