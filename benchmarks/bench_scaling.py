@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--rl", type=int, nargs="*", default=[10, 20, 40, 80, 160])
     parser.add_argument("--omniglot", type=int, nargs="*", default=[8, 16, 32, 64])
     parser.add_argument("--rl-iterations", type=int, default=2)
-    parser.add_argument("--omniglot-iterations", type=int, default=5)
+    parser.add_argument("--omniglot-iterations", type=int, default=10)
     parser.add_argument("--allocators", nargs="+", default=list(ALLOCATORS),
                         choices=[*ALLOCATORS, "mmap-threshold"])
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
