@@ -7,10 +7,15 @@ Supervised families (:mod:`~metarl.envs.sinusoid`, :mod:`~metarl.envs.omniglot`)
 points are strings). The ``-v0`` ids use horizon 100 (the public PyTorch MAML-RL reference);
 the ``H200`` ids use the paper's horizon 200 for locomotion. Each env has
 ``sample_tasks(n, rng)`` and ``set_task(task)`` (or ``reset(options={"task": t})``);
-:func:`make_batched` builds the lockstep simulator of the same family.
+:func:`make_batched` builds the lockstep simulator of the same family, and
+``gymnasium.make_vec(id, num_envs)`` a Gymnasium vector env on it (:mod:`metarl.envs.vector`).
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from typing import Any
 
 import gymnasium
 from gymnasium.envs.registration import load_env_creator
@@ -19,6 +24,11 @@ from metarl.envs.tasks import DirectionTask, GoalTask, VelocityTask
 from metarl.simulator import BatchedSim
 
 NAMESPACE = "metarl"
+
+# Headless machines render MuJoCo offscreen with EGL, unless told otherwise (read by MuJoCo
+# when it is first imported, which the family modules do).
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
 
 # One line per RL family: (module, Gymnasium env class, horizons). The class gives
 # ``sample_tasks``, ``set_task`` and ``make_batched(n, nthread, name)``.
@@ -37,9 +47,20 @@ ENVS: dict[str, tuple[str, int]] = {
 }
 ENV_IDS: tuple[str, ...] = tuple(ENVS)
 
+
+
+def _vector_env(env_id: str, entry_point: str, num_envs: int, **kwargs: Any) -> Any:
+    """``gymnasium.make_vec``'s native vector env of ``env_id`` (see :mod:`metarl.envs.vector`)."""
+    from metarl.envs.vector import TaskVectorEnv
+
+    return TaskVectorEnv(env_id, num_envs, entry_point, **kwargs)
+
+
 for _id, (_entry_point, _horizon) in ENVS.items():
     if _id not in gymnasium.registry:
-        gymnasium.register(_id, entry_point=_entry_point, max_episode_steps=_horizon)
+        gymnasium.register(_id, entry_point=_entry_point, max_episode_steps=_horizon,
+                           vector_entry_point=functools.partial(_vector_env, _id,
+                                                                _entry_point))
 
 
 def _lookup(env_id: str) -> tuple[str, int]:

@@ -32,11 +32,13 @@ from gymnasium import spaces
 
 from metarl.envs.tasks import (
     RNG,
+    Bounds,
     DirectionTask,
+    TaskEnv,
     VelocityTask,
     as_rng,
     check_actions,
-    check_task,
+    check_render_mode,
     sample_direction_tasks,
     sample_velocity_tasks,
     task_array,
@@ -50,11 +52,17 @@ ObserveFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 RewardFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
+# A camera that follows the torso (body 1) from the side, as Gymnasium's locomotion envs do.
+TRACKING_CAMERA = {"trackbodyid": 1, "distance": 4.0, "lookat": np.array((0.0, 0.0, 0.5)),
+                   "elevation": -20.0}
+
+
 @dataclass(frozen=True)
 class MujocoFamily:
     name: str
     xml_file: str  # under gymnasium/envs/mujoco/assets
     task_type: type
+    task_bounds: Bounds
     sample_tasks: Callable[[int, RNG], list]
     default_task: Any
     observe: ObserveFn
@@ -69,10 +77,10 @@ def locomotion_families(robot: str, xml_file: str, observe: ObserveFn, velocity_
     """A robot's two task families (Finn et al., 2017, Fig. 5): run at a target velocity
     ``U[0, max_velocity]`` (``<robot>Vel``), or forward or backward (``<robot>Dir``)."""
     sample_velocities = functools.partial(sample_velocity_tasks, low=0.0, high=max_velocity)
-    return (MujocoFamily(f"{robot}Vel", xml_file, VelocityTask, sample_velocities,
-                         VelocityTask(1.0), observe, velocity_reward),
-            MujocoFamily(f"{robot}Dir", xml_file, DirectionTask, sample_direction_tasks,
-                         DirectionTask(1.0), observe, direction_reward))
+    return (MujocoFamily(f"{robot}Vel", xml_file, VelocityTask, ((0.0,), (max_velocity,)),
+                         sample_velocities, VelocityTask(1.0), observe, velocity_reward),
+            MujocoFamily(f"{robot}Dir", xml_file, DirectionTask, ((-1.0,), (1.0,)),
+                         sample_direction_tasks, DirectionTask(1.0), observe, direction_reward))
 
 
 @functools.cache
@@ -102,16 +110,19 @@ def initial_state(
     return qpos, qvel
 
 
-class MujocoTaskEnv(gymnasium.Env):
-    """Gymnasium env of a MuJoCo task family; the task is set by ``set_task`` or
-    ``reset(options={"task": task})`` and kept across resets."""
+class MujocoTaskEnv(TaskEnv):
+    """Gymnasium env of a MuJoCo task family; its task is kept as
+    :class:`~metarl.envs.tasks.TaskEnv` says. ``render_mode="rgb_array"`` renders offscreen
+    (EGL on a machine without a display) from a camera that follows the torso."""
 
     family: ClassVar[MujocoFamily]
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, task: Any = None, render_mode: str | None = None) -> None:
-        if render_mode is not None:
-            raise ValueError(f"{self.family.name}: rendering is not supported (render_mode=None)")
+    def __init__(self, task: Any = None, render_mode: str | None = None, width: int = 480,
+                 height: int = 480) -> None:
+        check_render_mode(render_mode, self.metadata, self.family.name)
+        self.render_mode, self.width, self.height = render_mode, width, height
+        self._renderer: Any = None
         fam = self.family
         self.model = load_model(fam.xml_file)
         self.data = mujoco.MjData(self.model)
@@ -120,7 +131,13 @@ class MujocoTaskEnv(gymnasium.Env):
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32))
         obs_dim = fam.observe(self.data.qpos[None], self.data.qvel[None]).shape[1]
         self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
-        self.set_task(fam.default_task if task is None else task)
+        super().__init__(task)
+
+    # TaskEnv's description of the task, from the family
+    name = property(lambda self: self.family.name)
+    task_type = property(lambda self: self.family.task_type)
+    task_bounds = property(lambda self: self.family.task_bounds)
+    default_task = property(lambda self: self.family.default_task)
 
     @classmethod
     def make_batched(cls, n: int, nthread: int = 0, name: str = "") -> MujocoBatchedSim:
@@ -131,8 +148,8 @@ class MujocoTaskEnv(gymnasium.Env):
     def sample_tasks(self, n: int, rng: RNG = None) -> list:
         return self.family.sample_tasks(n, as_rng(rng))
 
-    def set_task(self, task: Any) -> None:
-        self.task = check_task(task, self.family.task_type, self.family.name)
+    def _apply(self, task: Any) -> None:
+        super()._apply(task)
         self._task_array = task.array()[None]
 
     def _obs(self) -> np.ndarray:
@@ -140,14 +157,28 @@ class MujocoTaskEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
+        self._reset_task(seed, options)
         qpos, qvel = initial_state(self.model, self.np_random, self.family.reset_noise_scale)
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = qpos
         self.data.qvel[:] = qvel
         mujoco.mj_forward(self.model, self.data)
         return self._obs(), {"task": self.task}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        if self._renderer is None:
+            from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
+
+            self._renderer = MujocoRenderer(self.model, self.data, TRACKING_CAMERA,
+                                            self.width, self.height)
+        return self._renderer.render(self.render_mode)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def step(self, action):
         a = check_actions(action, self.action_space.shape, self.family.name)
@@ -185,26 +216,43 @@ class MujocoBatchedSim(BatchedSim):
         self._low, self._high = low.astype(np.float32), high.astype(np.float32)
         self.act_dim = self.model.nu
         self.obs_dim = family.observe(self._qpos[:1], self._qvel[:1]).shape[1]
-        self._rngs: list[np.random.Generator] = []
+        self._rngs: list[np.random.Generator | None] = [None] * n
         self._tasks: np.ndarray | None = None
 
-    def reset(self, tasks: Sequence[Any], seeds: Sequence[int] | None = None) -> np.ndarray:
-        if len(tasks) != self.n:
-            raise ValueError(f"{self.name}: got {len(tasks)} tasks for {self.n} instances")
-        self._tasks = task_array(tasks, self.task_type, self.name)
-        if seeds is not None:
-            if len(seeds) != self.n:
-                raise ValueError(f"{self.name}: got {len(seeds)} seeds for {self.n} instances")
-            self._rngs = [np.random.default_rng(int(s)) for s in seeds]
-        elif not self._rngs:
-            raise ValueError(f"{self.name}: the first reset needs seeds (one per instance)")
+    def reset(self, tasks: Sequence[Any], seeds: Sequence[int | None] | None = None,
+              ids: Sequence[int] | None = None) -> np.ndarray:
+        index = self._reset_ids(tasks, seeds, ids)
+        self.set_tasks(tasks, ids)
+        for k, i in enumerate(index):
+            seed = None if seeds is None else seeds[k]
+            if seed is not None:
+                self._rngs[i] = np.random.default_rng(int(seed))
+            elif self._rngs[i] is None:
+                raise ValueError(f"{self.name}: the first reset of an instance needs its seed")
         scale = self.family.reset_noise_scale
-        starts = [initial_state(self.model, rng, scale) for rng in self._rngs]
-        self._batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
-        self._qpos[:] = np.stack([q for q, _ in starts])
-        self._qvel[:] = np.stack([v for _, v in starts])
-        self._batch.forward()
-        return self.family.observe(self._qpos, self._qvel)
+        starts = [initial_state(self.model, self._rngs[i], scale) for i in index]
+        partial = None if ids is None else index
+        self._batch.reset(ids=partial, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self._qpos[index] = np.stack([q for q, _ in starts])
+        self._qvel[index] = np.stack([v for _, v in starts])
+        self._batch.forward(ids=partial)
+        return self.family.observe(self._qpos[index], self._qvel[index])
+
+    def set_tasks(self, tasks: Sequence[Any], ids: Sequence[int] | None = None) -> None:
+        arrays = task_array(tasks, self.task_type, self.name, self.family.task_bounds)
+        if self._tasks is None:
+            if ids is not None:
+                raise ValueError(f"{self.name}: the first reset starts every instance")
+            self._tasks = arrays.copy()
+        self._tasks[self._reset_ids(tasks, None, ids)] = arrays
+
+    def load_into(self, i: int, env: MujocoTaskEnv) -> None:
+        if self._tasks is None:
+            raise RuntimeError(f"{self.name}: call reset(tasks, seeds) before load_into")
+        env.set_task(env.task_type(*map(float, self._tasks[i])))
+        env.data.qpos[:] = self._qpos[i]
+        env.data.qvel[:] = self._qvel[i]
+        mujoco.mj_forward(env.model, env.data)
 
     def step(
         self, actions: np.ndarray, active: np.ndarray | None = None

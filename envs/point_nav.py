@@ -11,16 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import gymnasium
 import numpy as np
 from gymnasium import spaces
+from PIL import Image, ImageDraw
 
 from metarl.envs.tasks import (
     RNG,
     GoalTask,
+    TaskEnv,
     as_rng,
     check_actions,
-    check_task,
+    check_render_mode,
     sample_goal_tasks,
     task_array,
 )
@@ -46,18 +47,28 @@ def sample_tasks(n: int, rng: RNG = None) -> list[GoalTask]:
     return sample_goal_tasks(n, as_rng(rng))
 
 
-class Navigation2DEnv(gymnasium.Env):
-    """One point; the task (goal) is set by ``set_task`` or ``reset(options={"task": ...})``."""
+class Navigation2DEnv(TaskEnv):
+    """One point; its task (goal) is kept as :class:`~metarl.envs.tasks.TaskEnv` says.
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    ``render_mode="rgb_array"`` draws the square [-1, 1]^2: the goal (green), the point (blue)
+    and its path since the reset.
+    """
 
-    def __init__(self, task: GoalTask | None = None, render_mode: str | None = None) -> None:
-        if render_mode is not None:
-            raise ValueError(f"{NAME}: rendering is not supported (render_mode=None)")
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    name = NAME
+    task_type = GoalTask
+    task_bounds = ((-0.5, -0.5), (0.5, 0.5))
+    default_task = GoalTask((0.25, 0.25))
+
+    def __init__(self, task: GoalTask | None = None, render_mode: str | None = None,
+                 width: int = 256, height: int = 256) -> None:
+        check_render_mode(render_mode, self.metadata, NAME)
+        self.render_mode, self.width, self.height = render_mode, width, height
         self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, (2,), np.float32)
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float64)
-        self.set_task(GoalTask((0.25, 0.25)) if task is None else task)
         self._position = np.zeros(2)
+        self._path = [self._position]
+        super().__init__(task)
 
     @classmethod
     def make_batched(cls, n: int, nthread: int = 0, name: str = NAME) -> Navigation2DBatchedSim:
@@ -67,22 +78,44 @@ class Navigation2DEnv(gymnasium.Env):
     def sample_tasks(self, n: int, rng: RNG = None) -> list[GoalTask]:
         return sample_tasks(n, rng)
 
-    def set_task(self, task: GoalTask) -> None:
-        self.task = check_task(task, GoalTask, NAME)
+    def _apply(self, task: GoalTask) -> None:
+        super()._apply(task)
         self._goal = task.array()[None]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
+        self._reset_task(seed, options)
         self._position = np.zeros(2)
+        self._path = [self._position]
         return self._position.copy(), {"task": self.task}
 
     def step(self, action):
         a = check_actions(action, (2,), NAME)[None]
         pos, reward, terminated = navigation_step(self._position[None], a, self._goal)
         self._position = pos[0]
+        self._path.append(self._position)
         return pos[0].copy(), float(reward[0]), bool(terminated[0]), False, {"task": self.task}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        w, h = self.width, self.height
+
+        def pixel(p: np.ndarray) -> tuple[float, float]:  # [-1, 1]^2, y up
+            return ((p[0] + 1) / 2 * (w - 1), (1 - p[1]) / 2 * (h - 1))
+
+        image = Image.new("RGB", (w, h), "white")
+        draw = ImageDraw.Draw(image)
+        draw.line([pixel(np.array(c)) for c in ((-1, 0), (1, 0))], fill=(220, 220, 220))
+        draw.line([pixel(np.array(c)) for c in ((0, -1), (0, 1))], fill=(220, 220, 220))
+        r = max(2, w // 64)
+        gx, gy = pixel(self._goal[0])
+        draw.ellipse((gx - 2 * r, gy - 2 * r, gx + 2 * r, gy + 2 * r), fill=(40, 170, 60))
+        if len(self._path) > 1:
+            draw.line([pixel(p) for p in self._path], fill=(120, 150, 220), width=max(1, r // 2))
+        x, y = pixel(self._position)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(30, 60, 200))
+        return np.asarray(image)
 
 
 class Navigation2DBatchedSim(BatchedSim):
@@ -99,12 +132,20 @@ class Navigation2DBatchedSim(BatchedSim):
         self._goal: np.ndarray | None = None
         self._position = np.zeros((n, 2))
 
-    def reset(self, tasks: Sequence[Any], seeds: Sequence[int] | None = None) -> np.ndarray:
-        if len(tasks) != self.n:
-            raise ValueError(f"{self.name}: got {len(tasks)} tasks for {self.n} instances")
-        self._goal = task_array(tasks, GoalTask, self.name)
-        self._position = np.zeros((self.n, 2))
-        return self._position.copy()
+    def reset(self, tasks: Sequence[Any], seeds: Sequence[int | None] | None = None,
+              ids: Sequence[int] | None = None) -> np.ndarray:
+        index = self._reset_ids(tasks, seeds, ids)
+        self.set_tasks(tasks, ids)
+        self._position[index] = 0.0
+        return self._position[index].copy()
+
+    def set_tasks(self, tasks: Sequence[Any], ids: Sequence[int] | None = None) -> None:
+        goals = task_array(tasks, GoalTask, self.name, Navigation2DEnv.task_bounds)
+        if self._goal is None:
+            if ids is not None:
+                raise ValueError(f"{self.name}: the first reset starts every instance")
+            self._goal = goals
+        self._goal[self._reset_ids(tasks, None, ids)] = goals
 
     def step(
         self, actions: np.ndarray, active: np.ndarray | None = None
@@ -116,3 +157,10 @@ class Navigation2DBatchedSim(BatchedSim):
         # Terminated points stay where they stopped (their later steps are masked anyway).
         self._position = pos if active is None else np.where(active[:, None], pos, self._position)
         return self._position.copy(), reward, terminated
+
+    def load_into(self, i: int, env: Navigation2DEnv) -> None:
+        if self._goal is None:
+            raise RuntimeError(f"{self.name}: call reset(tasks, seeds) before load_into")
+        env.set_task(GoalTask((float(self._goal[i, 0]), float(self._goal[i, 1]))))
+        env._position = self._position[i].copy()
+        env._path = [env._position]

@@ -46,7 +46,8 @@ def test_every_core_module_imports_and_runs_without_the_layers_above():
         class Drift(BatchedSim):  # the contract, implemented without metarl.envs
             name, obs_dim, act_dim, task_type = "drift", 1, 1, float
             def __init__(self, n): self.n = n
-            def reset(self, tasks, seeds=None):
+            def set_tasks(self, tasks, ids=None): pass
+            def reset(self, tasks, seeds=None, ids=None):
                 self.x = np.zeros((self.n, 1)); return self.x
             def step(self, actions, active=None):
                 self.x = self.x + actions
