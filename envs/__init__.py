@@ -80,6 +80,10 @@ def make_batched(env_id: str, n: int, nthread: int = 0) -> BatchedSim:
     ``nthread`` is the MuJoCo thread pool size (0: all cores); ignored for 2D navigation.
     """
     env_class = load_env_creator(_lookup(env_id)[0])
+    for name, value, least in (("n", n, 1), ("nthread", nthread, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"make_batched({env_id!r}): {name} must be an integer >= {least}, "
+                             f"got {value!r}")
     return env_class.make_batched(n, nthread=nthread, name=env_id)
 
 

@@ -90,6 +90,11 @@ def test_unknown_env_id():
         gymnasium.make("metarl/HalfCheetahSpeed-v0")
     with pytest.raises(ValueError, match="unknown env id"):
         make_batched("metarl/HalfCheetahSpeed-v0", 4)
+    for n in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            make_batched("metarl/HalfCheetahVel-v0", n)
+    with pytest.raises(ValueError, match="nthread must be an integer >= 0"):
+        make_batched("metarl/HalfCheetahVel-v0", 2, nthread=-1)
 
 
 def test_task_of_the_wrong_family():
@@ -119,3 +124,43 @@ def test_bad_actions(env_id):
         sim.step(np.zeros(2 * act))
     with pytest.raises(ValueError, match="NaN"):
         sim.step(np.full((2, act), np.nan))
+
+
+def test_a_seeded_reset_picks_the_task_until_one_is_set():
+    env = gymnasium.make("metarl/HalfCheetahDir-v0").unwrapped
+    tasks = [env.reset(seed=s)[1]["task"] for s in range(12)]
+    assert {t.direction for t in tasks} == {-1.0, 1.0}  # the seed draws it
+    assert env.reset(seed=3)[1]["task"] == tasks[3]
+    env.set_task(DirectionTask(-1.0))
+    assert all(env.reset(seed=s)[1]["task"] == DirectionTask(-1.0) for s in range(4))
+    nav = gymnasium.make("metarl/Navigation2D-v0", task=GoalTask((0.1, 0.1))).unwrapped
+    assert nav.reset(seed=0)[1]["task"] == GoalTask((0.1, 0.1))  # set at construction
+    nav.task = GoalTask((-0.2, 0.3))  # what VectorEnv.set_attr("task", ...) does
+    assert nav.reset()[1]["task"] == GoalTask((-0.2, 0.3))
+
+
+@pytest.mark.parametrize("env_id, task, match", [
+    ("metarl/HalfCheetahVel-v0", VelocityTask(2.5), r"each number in \[0, 2\]"),
+    ("metarl/AntVel-v0", VelocityTask(float("nan")), r"each number in \[0, 3\]"),
+    ("metarl/Navigation2D-v0", GoalTask((0.6, 0.0)), r"\[-0.5, 0.5\], \[-0.5, 0.5\]"),
+])
+def test_tasks_outside_the_family_are_refused(env_id, task, match):
+    env = gymnasium.make(env_id).unwrapped
+    with pytest.raises(ValueError, match=match):
+        env.set_task(task)
+    with pytest.raises(ValueError, match=match):
+        make_batched(env_id, 1).reset([task], [0])
+
+
+@pytest.mark.parametrize("env_id", ["metarl/Navigation2D-v0", "metarl/AntDir-v0"])
+def test_rgb_array_rendering(env_id):
+    env = gymnasium.make(env_id, render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    first = env.render()
+    env.step(env.action_space.sample())
+    second = env.render()
+    assert first.shape == second.shape == (48, 64, 3) and first.dtype == np.uint8
+    assert not np.array_equal(first, second)
+    env.close()
+    with pytest.raises(ValueError, match="render_mode must be None or one of"):
+        type(env.unwrapped)(render_mode="ansi")
