@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from torch import nn
@@ -12,7 +10,7 @@ from metarl.adapt import adapt, adapt_tasks, reptile_direction, task_losses
 from metarl.models import mlp
 from metarl.params import flatten, forward_fn, params_of, unflatten
 from metarl.rules import SGD, MetaSGD
-from oracles import adapt_reference
+from oracles import Momentum, adapt_reference
 
 
 def _problem(seed: int = 0, tasks: int = 4, hidden: tuple[int, ...] = (8, 8), act="tanh"):
@@ -159,32 +157,13 @@ def test_params_flatten_roundtrip_and_functional_call_leaves_module_untouched():
         unflatten(torch.zeros(flat.numel() + 1), params)
 
 
-@dataclass(frozen=True, eq=False)
-class LearnedMomentum:
-    """A stateful rule with a learnable rate, as a learned optimizer would be:
-    ``v <- mu v + g``, ``theta <- theta - lr v``; its state is per task under vmap."""
-
-    lr: torch.Tensor
-    mu: float = 0.9
-
-    def init(self, params):
-        return {k: torch.zeros_like(p) for k, p in params.items()}
-
-    def update(self, params, grads, state, loss):
-        v = {k: self.mu * state[k] + grads[k] for k in params}
-        return {k: p - self.lr * v[k] for k, p in params.items()}, v
-
-    def parameters(self):
-        return {"lr": self.lr}
-
-
 @pytest.mark.parametrize("first_order", [False, True])
 def test_a_rule_with_state_runs_batched_and_second_order(first_order):
     """Any init/update pair plugs into adapt: the vmapped path equals the per-task loop, and
     the meta-gradient reaches both theta and the rule's own learnable tensor."""
     model, loss, support, query = _problem(tasks=4)
     params = params_of(model)
-    rule = LearnedMomentum(torch.tensor(0.05, dtype=torch.float64, requires_grad=True))
+    rule = Momentum(torch.tensor(0.05, dtype=torch.float64, requires_grad=True))
     leaves = list(params.values()) + [rule.lr]
     kw = dict(rule=rule, steps=3, first_order=first_order)
     g_vmap = torch.autograd.grad(_meta_loss(loss, params, support, query, **kw), leaves)

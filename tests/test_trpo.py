@@ -18,7 +18,7 @@ from metarl.trpo import (
     line_search,
     scale_to_trust_region,
 )
-from oracles import adapt_reference
+from oracles import Momentum, adapt_reference
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -129,29 +129,12 @@ def test_step_is_scaled_to_the_trust_region():
     assert torch.equal(zero, torch.zeros(2))
 
 
-class _Momentum:
-    """A stateful rule (per-task velocity) for the chain's state threading."""
-
-    def __init__(self, lr: float, mu: float = 0.5) -> None:
-        self.lr, self.mu = lr, mu
-
-    def init(self, params):
-        return {k: torch.zeros_like(p) for k, p in params.items()}
-
-    def update(self, params, grads, state, loss):
-        v = {k: self.mu * state[k] + grads[k] for k in params}
-        return {k: p - self.lr * v[k] for k, p in params.items()}, v
-
-    def parameters(self):
-        return {}
-
-
 def test_one_chain_stepped_at_once_or_one_support_at_a_time():
     """Sampling steps the chain one support batch at a time, the outer step all at once: the
     same params, with a different rule per step and the rules' state carried between calls."""
     policy, losses, first, second = _tiny(tasks=3)
     theta = params_of(policy)
-    rules = [_Momentum(0.2), _Momentum(0.05)]
+    rules = [Momentum(0.2, mu=0.5), Momentum(0.05, mu=0.5)]
     at_once, _ = adapt_chain(losses.reinforce, theta, [first, second], rules, 3)
     step, state = adapt_chain(losses.reinforce, theta, [first], rules[:1], 3)
     stepwise, _ = adapt_chain(losses.reinforce, step, [second], rules[1:], 3,
