@@ -24,7 +24,7 @@ class MAMLReinforce:
     """MAML-REINFORCE (Finn et al. 2017, Algorithm 3): a policy-gradient outer step with Adam."""
 
     outer_lr: float = 1e-3
-    """Adam step size of the outer step."""
+    """Adam step size of the outer step, in (0, 1]."""
     first_order: bool = False
     """Treat the inner gradient as a constant in the outer step (first-order MAML)."""
 
@@ -32,7 +32,7 @@ class MAMLReinforce:
     kind: ClassVar[str] = "rl"
 
     def __post_init__(self) -> None:
-        check_positive("outer_lr", self.outer_lr)
+        check_positive("outer_lr", self.outer_lr, most=1.0)
 
 
 def train(algo: MAMLReinforce, cfg: RLConfig, run: Run, resume: dict | None = None) -> None:

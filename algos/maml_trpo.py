@@ -60,7 +60,8 @@ class TrustRegion:
         check_positive_ints(self, ("cg_iters", "ls_steps"))
         check_positive("max_kl", self.max_kl)
         check(0 < self.ls_ratio < 1, f"ls_ratio must be in (0, 1), got {self.ls_ratio}")
-        check(self.cg_damping >= 0, f"cg_damping must be >= 0, got {self.cg_damping}")
+        check(self.cg_damping == 0 or math.isfinite(self.cg_damping) and self.cg_damping > 0,
+              f"cg_damping must be a finite number >= 0, got {self.cg_damping}")
         check(0 < self.cg_subsample <= 1,
               f"cg_subsample must be in (0, 1], got {self.cg_subsample}")
 

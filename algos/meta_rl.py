@@ -19,6 +19,7 @@ from metarl.config import RLConfig, torch_device
 from metarl.envs import ENV_IDS, make_batched
 from metarl.envs import horizon as default_horizon
 from metarl.errors import CheckpointError, ConfigError
+from metarl.logger import NonFiniteState, non_finite
 from metarl.params import Params, detach, expand
 from metarl.policies import make_policy
 from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, policy_batch
@@ -126,6 +127,7 @@ class Problem:
         are taken without a graph (the outer step re-adapts with one). Returns the support
         rollouts and the adapted params ``[N, ...]``."""
         params, state, supports = detach(theta), None, []
+        _check_finite(params, "the policy's parameters", "--outer-lr or --max-kl")
         for k, rule in enumerate(rules):
             support = self.rollouts(params if k else expand(params, len(tasks)), tasks, seed + k)
             t0 = time.perf_counter()
@@ -133,8 +135,15 @@ class Problem:
                                         len(tasks), first_order=True, per_task_params=k > 0,
                                         state=state)
             params = detach(params)
+            _check_finite(params, f"the parameters after inner step {k + 1}", "--inner-lr")
             supports.append(support._replace(adapt_seconds=time.perf_counter() - t0))
         return supports, params if rules else expand(params, len(tasks))
+
+
+def _check_finite(params: Mapping[str, Tensor], what: str, options: str) -> None:
+    bad = non_finite(dict(params))
+    if bad is not None:
+        raise NonFiniteState(f"{what} became NaN or infinite ({bad}); lower {options}")
 
 
 class Stopwatch:

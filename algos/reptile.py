@@ -27,13 +27,14 @@ class Reptile:
     """Reptile (Nichol et al. 2018, Algorithm 2), batched over tasks."""
 
     epsilon: float = 0.1
-    """Outer step size, annealed linearly to 0."""
+    """Outer step size in (0, 1] (the fraction of the way to the adapted params), annealed
+    linearly to 0."""
 
     name: ClassVar[str] = "reptile"
     kind: ClassVar[str] = "supervised"
 
     def __post_init__(self) -> None:
-        check_positive("epsilon", self.epsilon)
+        check_positive("epsilon", self.epsilon, most=1.0)
 
     def rule(self, params: Params, cfg: MetaConfig) -> UpdateRule:
         return SGD(cfg.inner_lr)

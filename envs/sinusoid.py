@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from metarl.config import check, check_positive
+from metarl.config import check, check_hidden, check_interval
 from metarl.models import mlp
 from metarl.params import Params
 from metarl.plots import plot_fits
@@ -45,10 +45,8 @@ class Sinusoid:
         check(isinstance(self.query, int) and self.query > 0,
               f"query must be a positive integer, got {self.query!r}")
         for name in ("amplitude", "phase", "x_range"):
-            lo, hi = getattr(self, name)
-            check(lo <= hi, f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
+            check_interval(name, getattr(self, name))
+        check_hidden(self.hidden)
 
     @property
     def tag(self) -> str:

@@ -49,9 +49,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); it may be corrupt "
-                              "or from another program") from e
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}); it may "
+                              "be corrupt, truncated or from another program") from e
     if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise CheckpointError(f"{path} is not a metarl checkpoint (expected format {FORMAT})")
     return state

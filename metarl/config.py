@@ -16,16 +16,34 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def check_positive(name: str, value: float) -> None:
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-          f"{name} must be a positive number, got {value!r}")
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive(name: str, value: float, most: float | None = None) -> None:
+    """A finite number above 0 (and at most ``most``)."""
+    check(_number(value) and value > 0 and (most is None or value <= most),
+          f"{name} must be a positive number{'' if most is None else f' up to {most:g}'}, "
+          f"got {value!r}")
 
 
 def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(config, name)
-        check(isinstance(value, int) and value > 0,
+        check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
               f"{name} must be a positive integer, got {value!r}")
+
+
+def check_nonnegative_int(name: str, value: Any) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+          f"{name} must be a non-negative integer, got {value!r}")
+
+
+def check_interval(name: str, value: Any) -> None:
+    """A ``(low, high)`` pair of finite numbers with ``low <= high``."""
+    check(isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_number, value))
+          and value[0] <= value[1],
+          f"{name} must be (low, high), finite with low <= high, got {value!r}")
 
 
 def torch_device(name: str) -> Any:
@@ -68,8 +86,8 @@ class MetaConfig:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("iterations", "meta_batch", "log_every", "checkpoint_every"))
-        check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,
-              f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
+        check_nonnegative_int("inner_steps", self.inner_steps)
+        check_nonnegative_int("seed", self.seed)
         check_positive("inner_lr", self.inner_lr)
 
 
@@ -142,11 +160,16 @@ class RLConfig:
               f"outer_torch_threads must be a positive integer, got {self.outer_torch_threads!r}")
         check(self.horizon is None or (isinstance(self.horizon, int) and self.horizon > 0),
               f"horizon must be a positive integer, got {self.horizon!r}")
-        check(isinstance(self.inner_steps, int) and self.inner_steps >= 0,
-              f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
+        check_nonnegative_int("inner_steps", self.inner_steps)
+        check_nonnegative_int("seed", self.seed)
         check_positive("inner_lr", self.inner_lr)
         check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1,
               f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, "
               f"{self.gae_lambda}")
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
+        check_hidden(self.hidden)
+
+
+def check_hidden(hidden: Any) -> None:
+    check(isinstance(hidden, (tuple, list)) and all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden),
+        f"hidden must be layer sizes, positive integers, got {hidden!r}")

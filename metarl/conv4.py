@@ -46,15 +46,16 @@ class BatchStatNorm2d(nn.Module):
 
 
 class Conv4(nn.Module):
-    """``[B, in_channels, H, W]`` images -> ``[B, ways]`` logits.
+    """``[B, in_channels, H, W]`` images -> ``[B, ways]`` logits, or ``[B, features]``
+    embeddings with ``ways=None`` (the body alone, as metric learners embed images).
 
     ``downsample="maxpool"`` is the published architecture (28x28 -> 14 -> 7 -> 3 -> 1);
     ``"stride"`` replaces each max-pool by a stride-2 convolution and averages the last feature
     map, which is what Finn et al.'s released code does for Omniglot (about 4x cheaper).
     """
 
-    def __init__(self, ways: int, in_channels: int = 1, hidden: int = 64, image_size: int = 28,
-                 downsample: Downsample = "maxpool") -> None:
+    def __init__(self, ways: int | None, in_channels: int = 1, hidden: int = 64,
+                 image_size: int = 28, downsample: Downsample = "maxpool") -> None:
         super().__init__()
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
@@ -71,8 +72,8 @@ class Conv4(nn.Module):
         if size < 1:
             raise ValueError(f"image_size {image_size} is too small for four 2x downsamplings")
         # Max-pool keeps the flattened map (1x1 at 28x28, as published); stride averages it.
-        features = hidden * size * size if downsample == "maxpool" else hidden
-        self.head = nn.Linear(features, ways)
+        self.features = hidden * size * size if downsample == "maxpool" else hidden
+        self.head = nn.Identity() if ways is None else nn.Linear(self.features, ways)
 
     def forward(self, x: Tensor) -> Tensor:
         for conv, norm in zip(self.convs, self.norms):

@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import vmap
+from tqdm import tqdm
 
 from metarl.adapt import LossFn, adapt
 from metarl.params import Params, detach, forward_fn
 from metarl.rules import UpdateRule
-from metarl.tasks import TaskBatch, TaskFamily, loss_fn
+from metarl.tasks import Forward, TaskBatch, TaskFamily, loss_fn
+
+Predict = Callable[[Forward, Any], Forward]
+"""``predict(forward, support) -> forward_query``: how a metric method makes a task's query
+predictions from its support set: ``forward_query(params, *query_inputs)`` gives what the
+family's ``evaluate`` reads (logits for classification)."""
 
 
 def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, rule: UpdateRule,
-                   tasks: TaskBatch, steps: int, chunk: int = 100) -> dict[str, Tensor]:
+                   tasks: TaskBatch, steps: int, chunk: int = 100,
+                   progress: tqdm | None = None, predict: Predict | None = None
+                   ) -> dict[str, Tensor]:
     """Each of the family's metrics on every task's query set after ``0..steps`` steps of
     ``rule`` on its support set: ``{name: [N, steps + 1, ...]}``.
 
     Every method is fine-tuned the same way, with the update rule it meta-learned (the learned
-    rates for Meta-SGD), first-order since nothing flows back.
+    rates for Meta-SGD), first-order since nothing flows back. A metric method (``predict``
+    given) takes no gradient steps: its query predictions come from the support set directly,
+    so every step holds its one value. Tasks go ``chunk`` at a time; ``progress`` advances by
+    one per chunk.
     """
     forward, loss = forward_fn(model), loss_fn(family, model)
     params = detach(params)
 
     def curve(support: Any, query: Any) -> dict[str, Tensor]:
+        if predict is not None:
+            value = family.evaluate(predict(forward, support), params, query)
+            return {m.name: torch.stack([value[m.name]] * (steps + 1)) for m in family.metrics}
         p, values = params, []
         for s in range(steps + 1):
             if s:
@@ -33,8 +48,12 @@ def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, r
             values.append(family.evaluate(forward, p, query))
         return {m.name: torch.stack([v[m.name] for v in values]) for m in family.metrics}
 
+    parts = []
     with torch.no_grad():  # the rule's learned tensors need no graph here
-        parts = [vmap(curve)(part.support, part.query) for part in _chunks(tasks, chunk)]
+        for part in chunks(tasks, chunk):
+            parts.append(vmap(curve)(part.support, part.query))
+            if progress is not None:
+                progress.update(1)
     return {m.name: torch.cat([p[m.name] for p in parts]) for m in family.metrics}
 
 
@@ -49,5 +68,5 @@ def predictions_after(loss: LossFn, forward: Any, params: Params, rule: UpdateRu
     return out
 
 
-def _chunks(tasks: TaskBatch, size: int) -> list[TaskBatch]:
+def chunks(tasks: TaskBatch, size: int) -> list[TaskBatch]:
     return [tasks[i : i + size] for i in range(0, tasks.num_tasks, size)]

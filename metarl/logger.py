@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -25,6 +26,27 @@ class NonFiniteScalar(MetarlError):
     """A logged scalar (a loss, a return, a step statistic) became NaN or infinite."""
 
 
+class NonFiniteState(MetarlError):
+    """The parameters or the optimizer's state became NaN or infinite."""
+
+
+LEARNING_RATES = "--inner-lr, --outer-lr, --epsilon or --max-kl"
+
+
+def non_finite(tree: Any, path: str = "") -> str | None:
+    """The first floating-point tensor in ``tree`` (nested dicts, lists) holding NaN or inf,
+    by its path, or None."""
+    if isinstance(tree, torch.Tensor):
+        return path if tree.is_floating_point() and not torch.isfinite(tree).all() else None
+    items = (tree.items() if isinstance(tree, Mapping) else
+             enumerate(tree) if isinstance(tree, (list, tuple)) else ())
+    for key, value in items:
+        found = non_finite(value, f"{path}/{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 class Run:
     """One training run: ``out_dir/config.json``, TensorBoard events and ``checkpoint.pt``."""
 
@@ -35,7 +57,11 @@ class Run:
         self.config = dict(config)
         (self.dir / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
         self.total, self.log_every, self.checkpoint_every = total, log_every, checkpoint_every
-        self.writer = SummaryWriter(str(self.dir), purge_step=start if start else None)
+        for stale in self.dir.glob("checkpoint.pt*.tmp"):  # left by a killed checkpoint write
+            stale.unlink(missing_ok=True)
+        # A resumed run keeps what it logged up to its checkpoint and logs anew after it.
+        self.writer = SummaryWriter(str(self.dir), purge_step=start + 1 if start else None)
+        self.last_checkpoint = start
         self.bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True,
                         unit="it")
         self._t0 = time.perf_counter()
@@ -50,7 +76,8 @@ class Run:
         for key, value in scalars.items():
             if not math.isfinite(value):
                 raise NonFiniteScalar(f"{key} is {value} at iteration {step}; lower the learning "
-                                      "rates, or resume from the last checkpoint")
+                                      f"rates ({LEARNING_RATES}), or resume from the last "
+                                      "checkpoint")
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
         peak = Usage.now().peak_rss_mb  # what the meta-batch costs, before it is scaled up
@@ -71,9 +98,16 @@ class Run:
         if due_log or due_ckpt:
             self.log(iteration, metrics())  # raises on a NaN before a checkpoint is written
         if due_ckpt:
-            self.checkpoint(state())
+            self.checkpoint(state(), iteration)
 
-    def checkpoint(self, state: Mapping[str, Any]) -> Path:
+    def checkpoint(self, state: Mapping[str, Any], iteration: int) -> Path:
+        """Write ``state`` unless it holds NaN or inf: then the last good checkpoint stays."""
+        bad = non_finite(state)
+        if bad is not None:
+            raise NonFiniteState(f"{bad} became NaN or infinite by iteration {iteration}; the "
+                                 f"checkpoint of iteration {self.last_checkpoint} is kept; lower "
+                                 f"the learning rates ({LEARNING_RATES})")
+        self.last_checkpoint = iteration
         return save_checkpoint(self.checkpoint_path, {"config": self.config, "state": dict(state)})
 
     def close(self) -> None:

@@ -45,6 +45,16 @@ def tune_allocator() -> bool:
     return _tuned
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (Linux ``/proc``; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:
+        return Usage.now().peak_rss_mb
+
+
 @dataclass(frozen=True)
 class Usage:
     """Resource figures of this process so far (``resource.getrusage``)."""

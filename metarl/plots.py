@@ -48,6 +48,8 @@ def plot_fits(path: str | Path, x, truth, support: tuple, predictions: Mapping[s
                     label="pre-update" if steps == 0 else f"{steps} grad step{'s' * (steps > 1)}")
         ax.plot(support[0], support[1], "^", color="purple", ms=7, label="used for grad")
         ax.set_title(label)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
         ax.set_ylim(-5.5, 5.5)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower left")

@@ -15,6 +15,7 @@ checkpoint stores. A learned optimizer is one more rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +46,10 @@ class SGD:
     """``theta - lr * grad``: MAML's inner step (Finn et al., 2017) with a fixed rate."""
 
     lr: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, Tensor) or math.isfinite(self.lr)):
+            raise ValueError(f"the inner learning rate must be finite, got {self.lr!r}")
 
     def init(self, params: Params) -> tuple[()]:
         return ()

@@ -11,19 +11,29 @@ beside a randomly initialised policy and the published curve.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import tyro
+from tqdm import tqdm
 
 from metarl.algos.meta_rl import RETURN, Problem, load_state, returns_after_steps
 from metarl.algos.supervised import build
 from metarl.cli import parse, user_errors
-from metarl.config import from_dict, torch_device
-from metarl.errors import ConfigError
-from metarl.evaluation import finetune_curve, predictions_after
+from metarl.config import (
+    check,
+    check_nonnegative_int,
+    check_positive_ints,
+    from_dict,
+    torch_device,
+)
+from metarl.errors import CheckpointError, ConfigError
+from metarl.evaluation import chunks, finetune_curve, predictions_after
+from metarl.logger import non_finite
 from metarl.memory import tune_allocator
 from metarl.params import forward_fn, params_of
 from metarl.report import print_table, summarize, write
@@ -43,7 +53,8 @@ class Evaluate:
     runs: Annotated[tuple[str, ...], tyro.conf.Positional]
     """Run directories (or checkpoint files) to evaluate side by side."""
     tasks: int | None = None
-    """Held-out tasks (default: 600 for Omniglot as Finn et al., 40 for RL, else 100)."""
+    """Held-out tasks, at least 2 (default: 600 for Omniglot as Finn et al., 40 for RL, else
+    100)."""
     steps: int | None = None
     """Evaluate after 0, 1, ..., steps gradient steps (default: 10 supervised, 3 RL)."""
     episodes: int | None = None
@@ -53,16 +64,25 @@ class Evaluate:
     out: str | None = None
     """Output folder (default: results/<task>)."""
     device: str = "cpu"
-    later_lr_scale: float = 0.5
-    """RL: steps after the first use this times the inner lr (Finn et al. 2017 halve it)."""
+    later_lr_scale: float | None = None
+    """RL: steps after the first use this times the inner lr (default 0.5: Finn et al. 2017
+    halve it)."""
 
     def __post_init__(self) -> None:
-        if not self.runs:
-            raise ConfigError("name at least one run directory to evaluate")
-        if (self.tasks is not None and self.tasks < 1) or (self.steps or 0) < 0:
-            raise ConfigError(f"need tasks >= 1 and steps >= 0, got {self.tasks} and {self.steps}")
-        if not self.later_lr_scale >= 0:
-            raise ConfigError(f"need later-lr-scale >= 0, got {self.later_lr_scale}")
+        check(len(self.runs) > 0, "name at least one run directory to evaluate")
+        check(self.tasks is None or isinstance(self.tasks, int) and self.tasks >= 2,
+              f"--tasks must be an integer >= 2 (an interval needs two tasks), got {self.tasks!r}")
+        if self.steps is not None:
+            check_nonnegative_int("--steps", self.steps)
+        if self.episodes is not None:
+            check_positive_ints(self, ("episodes",))
+        check_nonnegative_int("--seed", self.seed)
+        check(self.later_lr_scale is None or math.isfinite(self.later_lr_scale)
+              and self.later_lr_scale >= 0,
+              f"--later-lr-scale must be a finite number >= 0, got {self.later_lr_scale!r}")
+        check(self.out is None or self.out.strip() != "", "--out must name a folder, got ''")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file; name a folder for the results")
         torch_device(self.device)
 
 
@@ -73,6 +93,11 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
     for path in args.runs:
         checkpoint = load_run(path, args.device)
         config = from_dict(checkpoint["config"], types)
+        bad = non_finite(checkpoint["state"]["params"])
+        if bad is not None:
+            raise CheckpointError(f"{path} holds NaN or infinite parameters ({bad}); evaluate "
+                                  "an earlier checkpoint, or train again with lower learning "
+                                  "rates")
         label = getattr(config.algo, "label", config.algo.name)
         while label in runs:
             label += "'"
@@ -89,6 +114,9 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
 
 
 def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evaluate) -> dict:
+    for option, value in (("--episodes", args.episodes), ("--later-lr-scale",
+                                                           args.later_lr_scale)):
+        check(value is None, f"{option} applies to meta-RL runs; these runs are supervised")
     steps = 10 if args.steps is None else args.steps
     family = next(iter(runs.values()))[0].prepare()
     num_tasks = args.tasks or getattr(family, "eval_tasks", 100)
@@ -96,13 +124,16 @@ def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evalu
     tasks = tasks.to(args.device)
 
     values, iterations, predictors = {}, {}, {}
-    for label, (config, state) in runs.items():
-        model, learner = build(family, config.algo, replace(config.meta, device=args.device),
-                               state)
-        values[label] = finetune_curve(family, model, learner.params, learner.rule, tasks, steps,
-                                       chunk=getattr(family, "eval_chunk", 100))
-        iterations[label] = learner.iteration
-        predictors[label] = _predictor(family, model, learner)
+    chunk = getattr(family, "eval_chunk", 100)
+    with tqdm(total=len(runs) * len(chunks(tasks, chunk)), desc="fine-tuning", unit="chunk",
+              dynamic_ncols=True) as bar:
+        for label, (config, state) in runs.items():
+            model, learner = build(family, config.algo,
+                                   replace(config.meta, device=args.device), state)
+            values[label] = finetune_curve(family, model, learner.params, learner.rule, tasks,
+                                           steps, chunk, progress=bar)
+            iterations[label] = learner.iteration
+            predictors[label] = _predictor(family, model, learner)
 
     summary = summarize(family.tag, family.metrics, values, iterations, tasks=num_tasks,
                         seed=args.seed)
@@ -124,22 +155,24 @@ def _predictor(family: Any, model: torch.nn.Module, learner: Any) -> Any:
 def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) -> dict:
     steps = 3 if args.steps is None else args.steps
     num_tasks = args.tasks or 40
+    later_lr_scale = 0.5 if args.later_lr_scale is None else args.later_lr_scale
     first = next(iter(runs.values()))[0].rl
     env = first.env_id.split("/")[-1].removesuffix("-v0")
     runs = {**runs, "random init": (MetaRL(rl=first), None)}
     values, iterations = {}, {}
-    for label, (config, state) in runs.items():
+    for label, (config, state) in tqdm(runs.items(), desc="adapting", unit="run",
+                                       dynamic_ncols=True):
         problem = Problem.build(config.rl, num_tasks, args.episodes,
                                 seed=config.rl.seed + 7919 * (state is None), device=args.device)
         theta = params_of(problem.policy)
         iterations[label] = load_state(theta, state)
         held_out = problem.sample_tasks(num_tasks, args.seed)
         values[label] = {RETURN.name: returns_after_steps(problem, theta, held_out, steps,
-                                                          args.seed, args.later_lr_scale)}
+                                                          args.seed, later_lr_scale)}
     published = {f"Finn et al. 2017 (MAML, {k})": v for k, v in PUBLISHED.items()
                  if env.startswith(k)}
     summary = summarize(first.env_id, [RETURN], values, iterations, tasks=num_tasks,
-                        seed=args.seed, published=published, later_lr_scale=args.later_lr_scale)
+                        seed=args.seed, published=published, later_lr_scale=later_lr_scale)
     out = write(args.out or f"results/{env}", summary, [RETURN])
     print_table(summary, [RETURN])
     print(f"wrote {out}/results.json, results.csv, curves.png")

@@ -20,7 +20,7 @@ from metarl.algos.maml_trpo import MAMLTRPO, TrustRegion
 from metarl.algos.meta_rl import torch_threads
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import subcommands
-from metarl.config import MetaConfig, RLConfig
+from metarl.config import MetaConfig, RLConfig, check
 from metarl.envs import ENV_IDS
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
@@ -42,13 +42,21 @@ class RunOptions:
     ``tag`` and ``algo``)."""
 
     out: str | None = None
-    """Run directory (default: runs/<task>-<algorithm>, e.g. runs/sinusoid-k10-maml)."""
+    """Run directory (default: runs/<name>-<algorithm>, e.g. runs/sinusoid-k10-maml)."""
+    name: str | None = None
+    """The run's name in its default directory (default: the task's, e.g. sinusoid-k10)."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
 
+    def __post_init__(self) -> None:
+        for option in ("out", "name"):
+            value = getattr(self, option)
+            check(value is None or (isinstance(value, str) and value.strip() != ""),
+                  f"--{option} must name a folder, got {value!r}")
+
     @property
     def run_dir(self) -> str:
-        return self.out or f"runs/{self.tag}-{self.algo.name}"
+        return self.out or f"runs/{self.name or self.tag}-{self.algo.name}"
 
 
 @tyro.conf.configure(tyro.conf.CascadeSubcommandArgs)

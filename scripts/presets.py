@@ -51,7 +51,7 @@ PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
         "Omniglot 5-way 1-shot MAML within about an hour on 2 shared CPU cores (1.5-2.4 it/s "
         "measured; set OMP_NUM_THREADS=1 when the cores are shared): the published settings "
         "(meta-batch 32, 1 inner step of 0.4, Adam 1e-3) for 4,000 iterations instead of 60k.",
-        Supervised(task=Omniglot(ways=5, shots=1),
+        Supervised(task=Omniglot(ways=5, shots=1), name="omniglot-5w1s-cpu",
                    meta=MetaConfig(iterations=4_000, meta_batch=32, inner_lr=0.4, inner_steps=1,
                                    log_every=50, checkpoint_every=250)),
     ),

@@ -27,7 +27,7 @@ from metarl.scripts.presets import PRESETS, task_types
 PROG = "metarl-train"
 # Options that may differ between a run and its resumption.
 # The folder is where the run is, not part of what it is.
-RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "device",
+RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "name", "device",
              "torch_threads", "outer_torch_threads"}
 # Options of earlier versions, now algorithm subcommands.
 RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
@@ -49,12 +49,18 @@ def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
 
 def train(config: Experiment, progress: bool = True) -> Path:
     run_dir = Path(config.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; name a folder for the run")
     resume = None
     if config.resume:
         checkpoint = load_run(run_dir)
         from_dict(checkpoint["config"], config_types(task_types()))  # a known kind of config
         _check_resumable(checkpoint["config"], to_dict(config))
         resume = checkpoint["state"]
+        done, wanted = resume["iteration"], config.settings.iterations
+        if wanted < done:
+            raise ConfigError(f"cannot resume: the run in {run_dir} is already at iteration "
+                              f"{done}; pass --iterations {done} or more")
     elif (run_dir / "checkpoint.pt").exists():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or "
                               "--out DIR to start another")

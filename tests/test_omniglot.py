@@ -224,7 +224,7 @@ def test_every_method_trains_and_evaluates_on_omniglot(tmp_path, cache_dir, meth
                                                   out=str(out)))
     assert summary["tasks"] == 10 and summary["metric"] == "accuracy"
     curve = summary["methods"][method]["accuracy"]["mean"]
-    assert len(curve) == 3 and all(0 <= v <= 1 for v in curve)
+    assert len(curve) == 3 and all(0 <= v <= 100 for v in curve)  # percent
     assert json.loads((out / "results.json").read_text())["task"] == "omniglot-5w1s"
 
 

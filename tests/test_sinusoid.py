@@ -110,7 +110,7 @@ def test_checkpoints_are_atomic_and_corrupt_files_are_named(tmp_path):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     from metarl.logger import NonFiniteScalar
 
-    config = _config(tmp_path, iterations=6, inner_lr=1e6, algo=ALGORITHMS["maml"](outer_lr=1e3))
+    config = _config(tmp_path, iterations=6, inner_lr=1e6, algo=ALGORITHMS["maml"](outer_lr=1.0))
     with pytest.raises(NonFiniteScalar, match="resume"):
         train.train(config, progress=False)
 
@@ -193,3 +193,19 @@ def test_evaluate_on_an_unusable_device_is_one_line(tmp_path, capsys, monkeypatc
         evaluate.main([str(tmp_path), "--device", "cuda"])
     err = capsys.readouterr().err.strip()
     assert "sees no CUDA GPU" in err and len(err.splitlines()) == 1
+
+
+def test_a_moved_run_resumes_wherever_it_is_and_names_real_mismatches(tmp_path):
+    import shutil
+
+    first = _config(tmp_path / "a", iterations=3)
+    train.train(first, progress=False)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(first.run_dir, moved)
+    resumed = train.train(replace(first, out=f"{moved}/", resume=True,
+                                  meta=replace(first.meta, iterations=6)), progress=False)
+    assert load_checkpoint(resumed)["state"]["iteration"] == 6
+    other_task = replace(first, out=str(moved), resume=True, task=Sinusoid(shots=5),
+                         meta=replace(first.meta, iterations=9))
+    with pytest.raises(CheckpointError, match="task.shots was 10 in the saved run, now 5"):
+        train.train(other_task, progress=False)
