@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from metarl.algos import maml, maml_reinforce, maml_trpo, pretrain, pretrain_trpo, reptile
+from metarl.algos import (
+    maml,
+    maml_reinforce,
+    maml_trpo,
+    matching_nets,
+    meta_lstm,
+    pretrain,
+    pretrain_trpo,
+    protonets,
+    reptile,
+)
 
 # One line per algorithm: config type -> training loop.
 ALGORITHMS: dict[type, Callable[..., None]] = {
@@ -21,6 +31,9 @@ ALGORITHMS: dict[type, Callable[..., None]] = {
     maml.MetaSGD: maml.train,
     reptile.Reptile: reptile.train,
     pretrain.Pretrain: pretrain.train,
+    protonets.ProtoNets: protonets.train,
+    matching_nets.MatchingNets: matching_nets.train,
+    meta_lstm.MetaLSTM: meta_lstm.train,
     maml_trpo.MAMLTRPO: maml_trpo.train,
     maml_reinforce.MAMLReinforce: maml_reinforce.train,
     pretrain_trpo.PretrainTRPO: pretrain_trpo.train,

@@ -15,9 +15,9 @@ from metarl.config import MetaConfig, check, check_positive, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import Predict
 from metarl.learner import Learner
-from metarl.params import Params, params_of
+from metarl.params import Params, forward_fn, params_of
 from metarl.rules import SGD, UpdateRule
-from metarl.tasks import TaskFamily
+from metarl.tasks import Forward, TaskFamily
 
 
 class SupervisedAlgorithm(Protocol):
@@ -37,8 +37,10 @@ class SupervisedAlgorithm(Protocol):
         ...
 
     # Optional, read with defaults:
+    #   check(family): refuse a task family it cannot train on, in one line (called before
+    #   the run folder exists, and by build);
     #   model(family) -> nn.Module: the network it trains (default: family.model());
-    #   test_time(family, model, learner) -> TestTime: how it meets a test task (default:
+    #   at_test(family, model, learner) -> AtTest: how it meets a test task (default:
     #   fine-tune theta with its rule).
 
 
@@ -63,6 +65,7 @@ class AdamOuterLoop:
 def build(family: TaskFamily, algo: SupervisedAlgorithm, cfg: MetaConfig,
           resume: dict[str, Any] | None = None) -> tuple[nn.Module, Learner]:
     """A freshly initialised model and learner (seeded), or the state of ``resume``."""
+    check_family(algo, family)
     torch.manual_seed(cfg.seed)
     network = getattr(algo, "model", None)
     model = (family.model() if network is None else network(family)).to(torch_device(cfg.device))
@@ -73,8 +76,15 @@ def build(family: TaskFamily, algo: SupervisedAlgorithm, cfg: MetaConfig,
     return model, learner
 
 
+def check_family(algo: SupervisedAlgorithm, family: TaskFamily) -> None:
+    """The algorithm's own ``check(family)``, if it has one: bad input as one clear line."""
+    own = getattr(algo, "check", None)
+    if own is not None:
+        own(family)
+
+
 @dataclass(frozen=True)
-class TestTime:
+class AtTest:
     """How a trained run meets each test task (:func:`metarl.evaluation.finetune_curve`)."""
 
     params: Params
@@ -85,11 +95,11 @@ class TestTime:
     """A metric method's query predictions from the support set (no fine-tuning)."""
 
 
-def test_time(algo: SupervisedAlgorithm, family: TaskFamily, model: nn.Module,
-              learner: Learner) -> TestTime:
-    """The algorithm's own ``test_time``, or fine-tuning theta with the rule it trained with."""
-    own = getattr(algo, "test_time", None)
-    return TestTime(learner.params, learner.rule) if own is None else own(family, model, learner)
+def at_test(algo: SupervisedAlgorithm, family: TaskFamily, model: nn.Module,
+            learner: Learner) -> AtTest:
+    """The algorithm's own ``at_test``, or fine-tuning theta with the rule it trained with."""
+    own = getattr(algo, "at_test", None)
+    return AtTest(learner.params, learner.rule) if own is None else own(family, model, learner)
 
 
 def classification(family: TaskFamily, algo: SupervisedAlgorithm, *needs: str) -> None:
@@ -101,18 +111,78 @@ def classification(family: TaskFamily, algo: SupervisedAlgorithm, *needs: str) -
                           "preset")
 
 
-def training_family(family: Any, ways: int | None, query: int | None) -> Any:
+def training_family(family: Any, algo: SupervisedAlgorithm, ways: int | None,
+                    query: int | None) -> Any:
     """``family`` sampling training tasks with ``ways`` classes and ``query`` query examples per
     class (None: the family's own), e.g. Snell et al.'s 60-way episodes for a 5-way test."""
     if ways is None and query is None:
         return family
-    classification(family, family, "episodes")
-    config = family.config
-    ways, query = ways or config.ways, query or config.queries
-    train = len(family.splits["train"])
-    check(ways <= train, f"--train-ways {ways} exceeds the {train} meta-training classes of "
-                         f"{family.tag}; lower --train-ways")
-    check(config.shots + query <= family.drawings,
-          f"K + Q = {config.shots} + {query} exceeds the {family.drawings} examples of a class; "
-          "lower --train-query")
+    classification(family, algo, "episodes")
+    ways, query = ways or family.ways, query or family.queries
+    classes, examples = family.train_characters, family.drawings
+    check(ways <= classes, f"--train-ways {ways} exceeds the {classes} meta-training classes of "
+                           f"{family.tag}; lower --train-ways")
+    check(family.shots + query <= examples,
+          f"K + Q = {family.shots} + {query} exceeds the {examples} examples of a class; lower "
+          "--train-query")
     return family.episodes(ways, query)
+
+
+@dataclass(frozen=True)
+class MetricLearner(AdamOuterLoop):
+    """What metric meta-learners share: an embedding network (the family's model without its
+    head) trained end to end with Adam on N-way episodes, and query predictions made from a
+    task's embedded support set with no gradient steps. ``logits`` is the method."""
+
+    train_ways: int | None = None
+    """Classes per training episode (default: the task's ways; Snell et al. train Omniglot
+    with 60)."""
+    train_query: int | None = None
+    """Query examples per class in training episodes (default: the task's)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for option in ("train_ways", "train_query"):
+            value = getattr(self, option)
+            check(value is None or isinstance(value, int) and not isinstance(value, bool)
+                  and value > 0, f"{option} must be a positive integer, got {value!r}")
+
+    def logits(self, support_z: Tensor, support_y: Tensor, query_z: Tensor, ways: int
+               ) -> Tensor:
+        """``support_z [S, D]``, ``support_y [S]`` (in ``0..ways-1``), ``query_z [Q, D]`` ->
+        logits ``[Q, ways]``."""
+        raise NotImplementedError
+
+    def check(self, family: TaskFamily) -> None:
+        classification(family, self, "ways", "embedding")
+        training_family(family, self, self.train_ways, self.train_query)
+
+    def model(self, family: TaskFamily) -> nn.Module:
+        return family.embedding()
+
+    def predict(self, embed: Forward, support: tuple[Tensor, Tensor], ways: int) -> Forward:
+        """The task's classifier ``f(params, query_x [Q, ...]) -> [Q, ways]``: support and query
+        images embedded in one pass, so batch norm sees one batch per task (as Snell et al.'s
+        code embeds them)."""
+        support_x, support_y = support
+
+        def forward(params: Params, query_x: Tensor) -> Tensor:
+            z = embed(params, torch.cat([support_x, query_x]))
+            return self.logits(z[: len(support_x)], support_y, z[len(support_x):], ways)
+
+        return forward
+
+    def at_test(self, family: TaskFamily, model: nn.Module, learner: Learner) -> AtTest:
+        return AtTest(learner.params, learner.rule,
+                      predict=lambda forward, support: self.predict(forward, support,
+                                                                    family.ways))
+
+    def episode_losses(self, family: TaskFamily, model: nn.Module) -> Any:
+        """``losses(params, support, query) -> [T]``: the family's loss of each task's query
+        set under its support-set classifier, vmapped over tasks."""
+        embed = forward_fn(model)
+
+        def loss(params: Params, support: Any, query: Any) -> Tensor:
+            return family.loss(self.predict(embed, support, family.ways), params, query)
+
+        return torch.func.vmap(loss, in_dims=(None, 0, 0))

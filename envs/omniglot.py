@@ -32,7 +32,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -146,9 +146,33 @@ class OmniglotFamily:
         # Pixel index maps of the four rotations, so one gather rotates every class at once.
         self.rotations = torch.stack([torch.rot90(grid, k).reshape(-1) for k in range(4)])
 
+    drawings: ClassVar[int] = DRAWINGS
+
     @property
     def tag(self) -> str:
         return self.config.tag
+
+    @property
+    def ways(self) -> int:
+        return self.config.ways
+
+    @property
+    def shots(self) -> int:
+        return self.config.shots
+
+    @property
+    def queries(self) -> int:
+        return self.config.queries
+
+    @property
+    def train_characters(self) -> int:
+        return len(self.splits["train"])
+
+    @property
+    def classes(self) -> int:
+        """Meta-training classes of the pretraining baseline: each meta-training character in
+        each rotation is its own class (as Finn et al.'s code augments)."""
+        return self.train_characters * (4 if self.config.rotate else 1)
 
     @property
     def eval_tasks(self) -> int:
@@ -193,9 +217,46 @@ class OmniglotFamily:
                          (images[:, :, k:].reshape(num_tasks, n * q, 1, size, size), query_y),
                          info=torch.stack([chars, rotation], -1))
 
+    def episodes(self, ways: int, query: int) -> OmniglotFamily:
+        """The same data and split, sampling ``ways``-way tasks with ``query`` query drawings
+        per class (metric learners train with more ways than they test, Snell et al. 2017)."""
+        return OmniglotFamily(replace(self.config, ways=ways, query=query), self.images,
+                              self.characters)
+
+    def sample_classes(self, size: int, generator: torch.Generator
+                       ) -> tuple[Tensor, Tensor]:
+        """``size`` meta-training drawings with their global labels in ``0..classes - 1``
+        (character and rotation): ``x [size, 1, S, S]``, ``y [size]``."""
+        cfg, rotations = self.config, 4 if self.config.rotate else 1
+        y = torch.randint(self.classes, (size,), generator=generator)
+        drawing = torch.randint(DRAWINGS, (size,), generator=generator)
+        rows = self.splits["train"][y // rotations] * DRAWINGS + drawing
+        images = self.images.view(-1, cfg.image_size ** 2).index_select(0, rows)
+        images = images.gather(-1, self.rotations[y % rotations])
+        return images.view(size, 1, cfg.image_size, cfg.image_size).float().div_(255), y
+
     def model(self) -> nn.Module:
         cfg = self.config
         return Conv4(cfg.ways, 1, cfg.hidden, cfg.image_size, cfg.downsample)
+
+    def embedding(self) -> nn.Module:
+        """The model without its head: images ``[B, 1, S, S]`` -> features ``[B, F]``."""
+        cfg = self.config
+        return Conv4(None, 1, cfg.hidden, cfg.image_size, cfg.downsample)
+
+    def classifier(self) -> nn.Module:
+        """The model with one output per meta-training class (:attr:`classes`)."""
+        cfg = self.config
+        return Conv4(self.classes, 1, cfg.hidden, cfg.image_size, cfg.downsample)
+
+    def new_head(self, params: Params) -> Params:
+        """``params`` of :meth:`classifier` with a new zero N-way head for one test task: every
+        class starts equally likely, and the first fine-tuning step sets each class's weights
+        towards its support features."""
+        body = {k: v for k, v in params.items() if not k.startswith("head.")}
+        weight = params["head.weight"]
+        return {**body, "head.weight": weight.new_zeros(self.ways, weight.shape[1]),
+                "head.bias": weight.new_zeros(self.ways)}
 
     def loss(self, forward: Forward, params: Params, data: tuple[Tensor, Tensor]) -> Tensor:
         """Cross-entropy of the logits ``[B, N]`` of images ``x`` against labels ``y [B]``."""

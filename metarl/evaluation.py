@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.func import vmap
 from tqdm import tqdm
 
-from metarl.adapt import LossFn, adapt
+from metarl.adapt import LossFn, adapt_step
 from metarl.params import Params, detach, forward_fn
 from metarl.rules import UpdateRule
 from metarl.tasks import Forward, TaskBatch, TaskFamily, loss_fn
@@ -41,10 +41,12 @@ def finetune_curve(family: TaskFamily, model: torch.nn.Module, params: Params, r
         if predict is not None:
             value = family.evaluate(predict(forward, support), params, query)
             return {m.name: torch.stack([value[m.name]] * (steps + 1)) for m in family.metrics}
-        p, values = params, []
+        # The rule's state carries over from step to step, as in training (a learned
+        # optimizer's LSTM state); SGD's is empty.
+        p, state, values = params, rule.init(params), []
         for s in range(steps + 1):
             if s:
-                p = adapt(loss, p, support, rule=rule, steps=1, first_order=True)
+                p, state = adapt_step(loss, p, support, rule, state, first_order=True)
             values.append(family.evaluate(forward, p, query))
         return {m.name: torch.stack([v[m.name] for v in values]) for m in family.metrics}
 
@@ -61,9 +63,11 @@ def predictions_after(loss: LossFn, forward: Any, params: Params, rule: UpdateRu
                       x: Tensor, steps: tuple[int, ...]) -> dict[int, Tensor]:
     """One task's predictions ``forward(params, x)`` after each number of steps in ``steps``."""
     p, out, done = detach(params), {}, 0
+    state = rule.init(p)
     with torch.no_grad():
         for s in sorted(steps):  # adapt only as far as the largest number of steps asked for
-            p = adapt(loss, p, support, rule=rule, steps=s - done, first_order=True)
+            for _ in range(s - done):
+                p, state = adapt_step(loss, p, support, rule, state, first_order=True)
             out[s], done = forward(p, x).detach(), s
     return out
 

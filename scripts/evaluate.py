@@ -22,7 +22,7 @@ import tyro
 from tqdm import tqdm
 
 from metarl.algos.meta_rl import RETURN, Problem, load_state, returns_after_steps
-from metarl.algos.supervised import build
+from metarl.algos.supervised import at_test, build
 from metarl.cli import parse, user_errors
 from metarl.config import (
     check,
@@ -123,17 +123,20 @@ def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evalu
     tasks = family.sample(num_tasks, torch.Generator().manual_seed(args.seed), split="test")
     tasks = tasks.to(args.device)
 
-    values, iterations, predictors = {}, {}, {}
-    chunk = getattr(family, "eval_chunk", 100)
-    with tqdm(total=len(runs) * len(chunks(tasks, chunk)), desc="fine-tuning", unit="chunk",
-              dynamic_ncols=True) as bar:
-        for label, (config, state) in runs.items():
-            model, learner = build(family, config.algo,
-                                   replace(config.meta, device=args.device), state)
-            values[label] = finetune_curve(family, model, learner.params, learner.rule, tasks,
-                                           steps, chunk, progress=bar)
-            iterations[label] = learner.iteration
-            predictors[label] = _predictor(family, model, learner)
+    values, iterations, predictors, tests = {}, {}, {}, {}
+    for label, (config, state) in runs.items():
+        model, learner = build(family, config.algo, replace(config.meta, device=args.device),
+                               state)
+        test = at_test(config.algo, family, model, learner)
+        chunk = _chunk(getattr(family, "eval_chunk", 100), test.rule, test.params)
+        tests[label] = model, test, chunk
+        iterations[label] = learner.iteration
+        predictors[label] = _predictor(family, model, learner)
+    with tqdm(total=sum(len(chunks(tasks, c)) for _, _, c in tests.values()),
+              desc="fine-tuning", unit="chunk", dynamic_ncols=True) as bar:
+        for label, (model, test, chunk) in tests.items():
+            values[label] = finetune_curve(family, model, test.params, test.rule, tasks, steps,
+                                           chunk, progress=bar, predict=test.predict)
 
     summary = summarize(family.tag, family.metrics, values, iterations, tasks=num_tasks,
                         seed=args.seed)
@@ -144,6 +147,26 @@ def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evalu
     print_table(summary, family.metrics)
     print(f"wrote {out}/{', '.join(figures)}")
     return summary
+
+
+STATE_BUDGET = 2**31
+"""Bytes that a chunk's update-rule states may take (a learned optimizer's state is many times
+the size of the parameters, per task)."""
+
+
+def _chunk(chunk: int, rule: Any, params: Any) -> int:
+    """Tasks fine-tuned at once: ``chunk``, fewer where the rule's state per task (and its
+    intermediates, a few times as large) would not fit :data:`STATE_BUDGET`."""
+    per_task = 8 * _bytes(rule.init(params))
+    return max(1, min(chunk, STATE_BUDGET // per_task)) if per_task else chunk
+
+
+def _bytes(tree: Any) -> int:
+    if torch.is_tensor(tree):
+        return tree.numel() * tree.element_size()
+    items = tree.values() if isinstance(tree, Mapping) else tree if isinstance(
+        tree, (list, tuple)) else ()
+    return sum(_bytes(t) for t in items)
 
 
 def _predictor(family: Any, model: torch.nn.Module, learner: Any) -> Any:

@@ -18,6 +18,7 @@ from metarl.algos import ALGORITHMS, of_kind
 from metarl.algos.maml import MAML
 from metarl.algos.maml_trpo import MAMLTRPO, TrustRegion
 from metarl.algos.meta_rl import torch_threads
+from metarl.algos.supervised import check_family
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import subcommands
 from metarl.config import MetaConfig, RLConfig, check
@@ -80,8 +81,11 @@ class Supervised(RunOptions):
         return self.meta
 
     def prepare(self) -> TaskFamily:
-        """The task family, built (data loaded) before the run folder exists."""
-        return self.task.build()
+        """The task family, built (data loaded) and checked against the algorithm before the
+        run folder exists."""
+        family = self.task.build()
+        check_family(self.algo, family)
+        return family
 
     def train(self, family: TaskFamily, run: Run, resume: dict | None) -> None:
         ALGORITHMS[type(self.algo)](self.algo, family, self.meta, run, resume)

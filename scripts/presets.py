@@ -12,12 +12,77 @@ needs one line here (and its file in ``metarl/envs``).
 
 from __future__ import annotations
 
+from metarl.algos.matching_nets import MatchingNets
+from metarl.algos.meta_lstm import MetaLSTM
+from metarl.algos.pretrain import Pretrain
+from metarl.algos.protonets import ProtoNets
 from metarl.config import MetaConfig, RLConfig
 from metarl.envs.omniglot import Omniglot
 from metarl.envs.sinusoid import Sinusoid
 from metarl.scripts.experiments import MetaRL, Supervised
 
 _PAPER = dict(hidden=(100, 100), nonlinearity="relu")
+
+
+def _omniglot(method: str, ways: int, shots: int, cpu: bool) -> tuple[str, Supervised]:
+    """The preset of ``method`` on Omniglot ``ways``-way ``shots``-shot: the same tasks (and
+    so the same 600 test tasks) as MAML's presets, the method's own training settings."""
+    algo, meta, doc = _METHODS[method](ways, shots, cpu)
+    length = (f"CPU length, {doc} about {_MINUTES[method][shots > 1]} minutes on one CPU core "
+              "shared with another job (OMP_NUM_THREADS=1)" if cpu
+              else f"{doc} sized for a GPU (--device cuda)")
+    name = f"omniglot-{ways}w{shots}s" + "-cpu" * cpu
+    return (f"Omniglot {ways}-way {shots}-shot, {algo.__doc__.split('(')[0].strip()}: {length}.",
+            Supervised(task=Omniglot(ways=ways, shots=shots), algo=algo, name=name,
+                       meta=MetaConfig(log_every=25, checkpoint_every=100, **meta)))
+
+
+def _protonets(ways: int, shots: int, cpu: bool) -> tuple[ProtoNets, dict, str]:
+    # Snell et al.: 60-way training episodes with 5 query drawings per class, one per step. A
+    # 60-way episode takes ~2 s on a shared CPU core, so the CPU presets train with fewer ways.
+    train_ways = (20 if ways == 5 else 30) if cpu else 60
+    iterations = (700 if shots == 1 else 200) if cpu else 20_000
+    return (ProtoNets(train_ways=train_ways, train_query=5),
+            dict(iterations=iterations, meta_batch=1),
+            f"{iterations:,} {train_ways}-way episodes (5 queries a class), Adam 1e-3;")
+
+
+def _matchingnets(ways: int, shots: int, cpu: bool) -> tuple[MatchingNets, dict, str]:
+    # About 160 (1-shot) or 200 (5-shot) drawings a step on CPU.
+    batch = max(1, (16 if shots == 1 else 4) * 5 // ways) if cpu else 32
+    iterations = (600 if shots == 1 else 200) if cpu else 20_000
+    return (MatchingNets(), dict(iterations=iterations, meta_batch=batch),
+            f"{iterations:,} iterations of {batch} {ways}-way episodes, Adam 1e-3;")
+
+
+def _meta_lstm(ways: int, shots: int, cpu: bool) -> tuple[MetaLSTM, dict, str]:
+    # The paper's input-gate start (rates of ~0.01) meta-learns slowly on Omniglot within a CPU
+    # budget; the CPU presets start the rates near 0.2 (sigmoid of -1.4), MAML's regime. The
+    # coordinate-wise LSTM runs over all 113k Conv4 parameters at every step, so it costs
+    # several times MAML's step.
+    algo = MetaLSTM(input_bias=(-1.6, -1.2)) if cpu else MetaLSTM()
+    batch, steps = (2, 3) if cpu else (16, 5 if shots == 1 else 10)
+    iterations = (100 if shots == 1 else 50) if cpu else 20_000
+    return (algo, dict(iterations=iterations, meta_batch=batch, inner_steps=steps),
+            f"{iterations:,} iterations of {batch} tasks, {steps} LSTM steps each, Adam 1e-3;")
+
+
+def _pretrain(ways: int, shots: int, cpu: bool) -> tuple[Pretrain, dict, str]:
+    # A step holds the drawings of meta_batch tasks; at test a new zero head, 10 SGD steps.
+    batch = (8 if shots == 1 else 2) if cpu else 32
+    iterations = (1_000 if shots == 1 else 500) if cpu else 20_000
+    lr = 0.4 if ways == 5 else 0.1
+    return (Pretrain(), dict(iterations=iterations, meta_batch=batch, inner_lr=lr),
+            f"{iterations:,} batches of {batch} tasks' drawings over all 4,800 meta-training "
+            f"classes, Adam 1e-3, new head fine-tuned at {lr};")
+
+
+# Wall minutes of the 5-way 1-shot and 5-shot CPU presets, measured on one CPU core shared
+# with another job.
+_MINUTES = {"protonets": (10, 3), "matchingnets": (7, 3), "meta-lstm": (8, 3),
+            "pretrain": (6, 3)}
+_METHODS = {"protonets": _protonets, "matchingnets": _matchingnets, "meta-lstm": _meta_lstm,
+            "pretrain": _pretrain}
 
 
 def _rl(env: str, doc: str, **settings) -> tuple[str, MetaRL]:
@@ -55,6 +120,10 @@ PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
                    meta=MetaConfig(iterations=4_000, meta_batch=32, inner_lr=0.4, inner_steps=1,
                                    log_every=50, checkpoint_every=250)),
     ),
+    **{
+        f"omniglot-{ways}w{shots}s-{method}" + "-cpu" * cpu: _omniglot(method, ways, shots, cpu)
+        for method in _METHODS for ways in (5, 20) for shots in (1, 5) for cpu in (False, True)
+    },
     "nav2d": _rl("Navigation2D", "2D navigation, reference settings (meta-batch 20).",
                  meta_batch=20),
     "nav2d-paper": _rl("Navigation2D", "2D navigation, Finn et al. policy (100x100 ReLU).",
