@@ -67,4 +67,5 @@ def train(algo: MAMLReinforce, cfg: RLConfig, run: Run, resume: dict | None = No
                           lambda: {**iteration_scalars(supports, query, outer),
                                    "loss/outer": outer_loss.item(),
                                    "reinforce/grad_norm": grad_norm.item()},
-                          lambda: checkpoint_state(theta, iteration + 1, optimizer))
+                          lambda: checkpoint_state(theta, iteration + 1, optimizer),
+                          videos=lambda: problem.videos(theta, rules))

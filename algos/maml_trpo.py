@@ -108,7 +108,8 @@ def train(algo: MAMLTRPO, cfg: RLConfig, run: Run, resume: dict | None = None) -
 
         run.end_iteration(iteration + 1,
                           lambda: {**iteration_scalars(supports, query, outer), **stats},
-                          lambda: checkpoint_state(theta, iteration + 1))
+                          lambda: checkpoint_state(theta, iteration + 1),
+                          videos=lambda: problem.videos(theta, rules))
 
 
 def trpo_step(trust: TrustRegion, losses: PolicyLosses, theta: Params,

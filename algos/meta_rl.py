@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import gymnasium
@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from metarl.config import RLConfig, torch_device
 from metarl.envs import ENV_IDS, make_batched
 from metarl.envs import horizon as default_horizon
+from metarl.envs.replay import make_env, replay
+from metarl.episodes import Episodes
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import NonFiniteState, non_finite
 from metarl.params import Params, detach, expand
@@ -25,8 +27,9 @@ from metarl.policies import make_policy
 from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, policy_batch
 from metarl.rules import SGD, UpdateRule
 from metarl.sampler import sample
-from metarl.simulator import BatchedSim
+from metarl.simulator import BatchedSim, instance_seeds
 from metarl.stats import Metric
+from metarl.video import Frame, label, side_by_side
 
 RETURN = Metric("return", higher_is_better=True, label="mean return", decimals=(2, 2))
 """What meta-RL evaluation reports: the mean undiscounted return of a task's episodes."""
@@ -48,6 +51,11 @@ class Rollouts(NamedTuple):
     """Mean undiscounted return of each task's episodes: ``[N]``."""
     env_steps: int
     sample_seconds: float
+    episodes: Episodes
+    """The trajectories as sampled (to replay and render them)."""
+    seed: int
+    """The sampler's seed: episode ``e`` of task ``i`` was reset with
+    ``instance_seeds(seed, N * E)[i * E + e]``."""
     adapt_seconds: float = 0.0
     """Time of the inner step taken on these trajectories (support sets only)."""
 
@@ -64,6 +72,7 @@ class Problem:
     losses: PolicyLosses
     horizon: int
     episodes: int
+    _videos: Problem | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, cfg: RLConfig, num_tasks: int | None = None, episodes: int | None = None,
@@ -118,7 +127,7 @@ class Problem:
                           seed=seed, device=self.device)
         batch = policy_batch(episodes, self.cfg.gamma, self.cfg.gae_lambda)
         return Rollouts(batch, episodes.total_rewards.mean(-1), episodes.num_steps,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, episodes, seed)
 
     def adapt(self, theta: Mapping[str, Tensor], tasks: Sequence[Any], seed: int,
               rules: Sequence[UpdateRule]) -> tuple[list[Rollouts], Params]:
@@ -138,6 +147,61 @@ class Problem:
             _check_finite(params, f"the parameters after inner step {k + 1}", "--inner-lr")
             supports.append(support._replace(adapt_seconds=time.perf_counter() - t0))
         return supports, params if rules else expand(params, len(tasks))
+
+
+    def videos(self, theta: Mapping[str, Tensor], rules: Sequence[UpdateRule]
+               ) -> dict[str, tuple[list[Frame], float]]:
+        """Rollouts of the same :data:`VIDEO_TASKS` held-out tasks at every call, before and
+        after ``rules``' inner steps side by side: ``{tag: (frames, fps)}`` for TensorBoard.
+        Sampled on a simulator of their own with a fixed seed, so training's tasks and random
+        streams are untouched and successive videos differ only by theta."""
+        if self._videos is None:
+            self._videos = replace(self, sim=make_batched(self.cfg.env_id,
+                                                          VIDEO_TASKS * self.episodes))
+        seed = iteration_seed(self.cfg.seed, -1)  # no training iteration has it
+        tasks = self.sample_tasks(VIDEO_TASKS, seed)
+        steps = rollouts_after_steps(self._videos, theta, tasks, rules, seed)
+        env = make_env(self.cfg.env_id, size=VIDEO_SIZE)
+        try:
+            return {f"rollouts/task_{i}": (side_by_side(
+                [episode_frames(env, r, i, f"{s} step{'s' * (s != 1)}" if s else
+                                "before adaptation") for s, r in enumerate(steps)]),
+                env.metadata["render_fps"]) for i in range(len(tasks))}
+        finally:
+            env.close()
+
+
+VIDEO_TASKS = 2
+"""Tasks shown in training videos."""
+VIDEO_SIZE = 160
+"""Their frames' side in pixels: small, since MuJoCo renders them in software here."""
+
+
+def episode_frames(env: Any, rollouts: Rollouts, task: int, title: str, episode: int = 0,
+                   on_step: Any = None) -> list[Frame]:
+    """Episode ``episode`` of task ``task`` in ``rollouts``, replayed in ``env`` (the family's
+    Gymnasium env) and rendered, each frame labelled with ``title``, the task and the
+    episode's return so far."""
+    episodes = rollouts.episodes
+    run = replay(env, episodes.tasks[task], episode_seed(rollouts, task, episode),
+                 episode_actions(rollouts, task, episode), on_step)
+    so_far = np.concatenate([[0.0], np.cumsum(run.rewards)])
+    describe = episodes.tasks[task].describe()
+    return [label(frame, [title, describe, f"return {r:.1f}"])
+            for frame, r in zip(run.frames, so_far)]
+
+
+def episode_seed(rollouts: Rollouts, task: int, episode: int = 0) -> int:
+    """The reset seed of episode ``episode`` of task ``task`` in ``rollouts``."""
+    n_tasks, n_eps = rollouts.episodes.rewards.shape[1:3]
+    return instance_seeds(rollouts.seed, n_tasks * n_eps)[task * n_eps + episode]
+
+
+def episode_actions(rollouts: Rollouts, task: int, episode: int = 0) -> np.ndarray:
+    """Its actions up to its end: ``[steps, act_dim]``."""
+    episodes = rollouts.episodes
+    steps = int(episodes.mask[:, task, episode].sum().item())
+    return episodes.actions[:steps, task, episode].cpu().numpy()
 
 
 def _check_finite(params: Mapping[str, Tensor], what: str, options: str) -> None:
@@ -217,11 +281,18 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def rollouts_after_steps(problem: Problem, theta: Mapping[str, Tensor], tasks: Sequence[Any],
+                         rules: Sequence[UpdateRule], seed: int) -> list[Rollouts]:
+    """Each held-out task's trajectories before adaptation and after each inner step of
+    ``rules``, every step taken on the trajectories sampled with the params before it."""
+    supports, adapted = problem.adapt(theta, tasks, seed, rules)
+    return [*supports, problem.rollouts(adapted, tasks, seed + len(rules))]
+
+
 def returns_after_steps(problem: Problem, theta: Mapping[str, Tensor], tasks: Sequence[Any],
                         steps: int, seed: int, later_lr_scale: float) -> Tensor:
     """Mean return of each held-out task before adaptation and after ``1..steps`` inner steps,
-    each step on trajectories sampled with the params before it, the steps after the first at
-    ``later_lr_scale`` times the inner lr: ``[N, steps + 1]``."""
-    supports, adapted = problem.adapt(theta, tasks, seed, problem.rules(steps, later_lr_scale))
-    query = problem.rollouts(adapted, tasks, seed + steps)
-    return torch.stack([r.returns for r in [*supports, query]], 1)
+    the steps after the first at ``later_lr_scale`` times the inner lr: ``[N, steps + 1]``."""
+    rollouts = rollouts_after_steps(problem, theta, tasks, problem.rules(steps, later_lr_scale),
+                                    seed)
+    return torch.stack([r.returns for r in rollouts], 1)

@@ -42,4 +42,6 @@ def train(algo: PretrainTRPO, cfg: RLConfig, run: Run, resume: dict | None = Non
 
         run.end_iteration(iteration + 1,
                           lambda: {**iteration_scalars([], batch, outer), **stats},
-                          lambda: checkpoint_state(theta, iteration + 1))
+                          lambda: checkpoint_state(theta, iteration + 1),
+                          # at test time it adapts as MAML does
+                          videos=lambda: problem.videos(theta, problem.rules()))

@@ -2,11 +2,13 @@
 show that nothing drifts (no growth, no NaN, no slow-down, no hang).
 
     python benchmarks/soak.py [--nav-iterations 1000] [--sinusoid-iterations 1000] [--every 50]
+                              [--nav-meta-batch 20] [--nav-episodes 20]
 
-MAML-TRPO on 2D navigation with the ``nav2d`` preset's settings, then sinusoid MAML with the
-``sinusoid`` preset's, each through ``metarl-train``'s own code path (``train.train``), in
-the same process. Prints one line per window of ``--every`` iterations and a summary whose
-``ratio`` lines compare the end with the first window after warm-up.
+MAML-TRPO on 2D navigation with the ``nav2d`` preset's settings (or a smaller meta-batch, for a
+shorter soak), then sinusoid MAML with the ``sinusoid`` preset's, each through
+``metarl-train``'s own code path (``train.train``), in the same process. Prints one line per
+window of ``--every`` iterations and a summary whose ``ratio`` lines compare the end with the
+first window after warm-up.
 """
 
 from __future__ import annotations
@@ -27,18 +29,20 @@ from metarl.scripts import train
 from metarl.scripts.presets import PRESETS
 
 
-def soak(preset: str, iterations: int, every: int, out: Path) -> list[tuple[int, float, float]]:
-    """``(iteration, resident MB, iterations/s over the window)`` every ``every`` iterations."""
+def soak(preset: str, iterations: int, every: int, out: Path, **settings
+         ) -> list[tuple[int, float, float]]:
+    """``(iteration, resident MB, iterations/s over the window)`` every ``every`` iterations;
+    ``settings`` override the preset's."""
     config = PRESETS[preset][1]
     settings = replace(config.settings, iterations=iterations, checkpoint_every=every,
-                       log_every=every)
+                       log_every=every, **settings)
     config = replace(config, out=str(out / preset),
                      **{"meta" if preset == "sinusoid" else "rl": settings})
     samples: list[tuple[int, float, float]] = []
     end_iteration, last = Run.end_iteration, [time.perf_counter()]
 
-    def sampled(self, iteration, metrics, state):  # the loop's own end of iteration, observed
-        end_iteration(self, iteration, metrics, state)
+    def sampled(self, iteration, metrics, state, **videos):  # the loop's own, observed
+        end_iteration(self, iteration, metrics, state, **videos)
         if iteration % every == 0:
             now = time.perf_counter()
             samples.append((iteration, resident_mb(), every / (now - last[0])))
@@ -63,6 +67,8 @@ def main() -> None:
     parser.add_argument("--sinusoid-iterations", type=int, default=1000)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--nav-meta-batch", type=int, default=None)
+    parser.add_argument("--nav-episodes", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as out:
@@ -70,9 +76,12 @@ def main() -> None:
                           ("sinusoid", args.sinusoid_iterations)):
             if n < 2 * args.every:
                 continue
-            s = soak(preset, n, args.every, Path(out))
+            smaller = {k: v for k, v in (("meta_batch", args.nav_meta_batch),
+                                         ("episodes", args.nav_episodes)) if v is not None}
+            s = soak(preset, n, args.every, Path(out), **(smaller if preset == "nav2d" else {}))
             warm, end = s[1], s[-1]  # the first window includes start-up
-            print(f"{preset}: {n} iterations; resident memory {warm[1]:.0f} MB at iteration "
+            what = f"{preset} {smaller}" if preset == "nav2d" and smaller else preset
+            print(f"{what}: {n} iterations; resident memory {warm[1]:.0f} MB at iteration "
                   f"{warm[0]}, {end[1]:.0f} MB at {end[0]}; ratio end/warm memory = "
                   f"{end[1] / warm[1]:.3f}; {warm[2]:.2f} -> {end[2]:.2f} it/s, ratio end/warm "
                   f"speed = {end[2] / warm[2]:.2f}; peak over the run "

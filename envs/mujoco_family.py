@@ -113,10 +113,11 @@ def initial_state(
 class MujocoTaskEnv(TaskEnv):
     """Gymnasium env of a MuJoCo task family; its task is kept as
     :class:`~metarl.envs.tasks.TaskEnv` says. ``render_mode="rgb_array"`` renders offscreen
-    (EGL on a machine without a display) from a camera that follows the torso."""
+    (EGL on a machine without a display) from a camera that follows the torso; ``"human"``
+    opens a window (Gymnasium's MuJoCo window viewer; needs a display)."""
 
     family: ClassVar[MujocoFamily]
-    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
 
     def __init__(self, task: Any = None, render_mode: str | None = None, width: int = 480,
                  height: int = 480) -> None:
@@ -127,6 +128,7 @@ class MujocoTaskEnv(TaskEnv):
         self.model = load_model(fam.xml_file)
         self.data = mujoco.MjData(self.model)
         self.dt = float(self.model.opt.timestep * fam.frame_skip)
+        self.metadata = {**self.metadata, "render_fps": round(1 / self.dt)}  # real time
         low, high = self.model.actuator_ctrlrange.T
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32))
         obs_dim = fam.observe(self.data.qpos[None], self.data.qvel[None]).shape[1]

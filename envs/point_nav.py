@@ -26,6 +26,7 @@ from metarl.envs.tasks import (
     task_array,
 )
 from metarl.simulator import BatchedSim
+from metarl.video import Window
 
 MAX_STEP = 0.1
 SUCCESS_TOL = 0.01
@@ -51,10 +52,10 @@ class Navigation2DEnv(TaskEnv):
     """One point; its task (goal) is kept as :class:`~metarl.envs.tasks.TaskEnv` says.
 
     ``render_mode="rgb_array"`` draws the square [-1, 1]^2: the goal (green), the point (blue)
-    and its path since the reset.
+    and its path since the reset; ``"human"`` shows the same in a window.
     """
 
-    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
     name = NAME
     task_type = GoalTask
     task_bounds = ((-0.5, -0.5), (0.5, 0.5))
@@ -68,6 +69,7 @@ class Navigation2DEnv(TaskEnv):
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float64)
         self._position = np.zeros(2)
         self._path = [self._position]
+        self._window: Window | None = None
         super().__init__(task)
 
     @classmethod
@@ -99,6 +101,20 @@ class Navigation2DEnv(TaskEnv):
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             return None
+        frame = self._draw()
+        if self.render_mode == "human":
+            if self._window is None:
+                self._window = Window(self.name, self.width, self.height)
+            self._window.show(frame)
+            return None
+        return frame
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+    def _draw(self) -> np.ndarray:
         w, h = self.width, self.height
 
         def pixel(p: np.ndarray) -> tuple[float, float]:  # [-1, 1]^2, y up

@@ -26,6 +26,9 @@ class GoalTask:
     def array(self) -> np.ndarray:
         return np.asarray(self.goal, dtype=np.float64)
 
+    def describe(self) -> str:
+        return f"goal ({self.goal[0]:+.2f}, {self.goal[1]:+.2f})"
+
 
 @dataclass(frozen=True)
 class VelocityTask:
@@ -35,6 +38,9 @@ class VelocityTask:
 
     def array(self) -> np.ndarray:
         return np.asarray([self.velocity], dtype=np.float64)
+
+    def describe(self) -> str:
+        return f"target velocity {self.velocity:.2f} m/s"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class DirectionTask:
 
     def array(self) -> np.ndarray:
         return np.asarray([self.direction], dtype=np.float64)
+
+    def describe(self) -> str:
+        return "run forward (+x)" if self.direction > 0 else "run backward (-x)"
 
 
 Task = GoalTask | VelocityTask | DirectionTask

@@ -151,10 +151,14 @@ class RLConfig:
     may use them all (on an idle 2-core machine, 2 here halves HalfCheetah's outer step)."""
     log_every: int = 1
     checkpoint_every: int = 10
+    video_every: int = 0
+    """Every this many iterations, rollout videos of two fixed held-out tasks before and after
+    adaptation go to TensorBoard (its Images tab); 0: none."""
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("iterations", "meta_batch", "episodes", "log_every",
                                    "checkpoint_every", "torch_threads"))
+        check_nonnegative_int("video_every", self.video_every)
         check(self.outer_torch_threads is None or (isinstance(self.outer_torch_threads, int)
                                                    and self.outer_torch_threads > 0),
               f"outer_torch_threads must be a positive integer, got {self.outer_torch_threads!r}")

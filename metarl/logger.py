@@ -20,6 +20,7 @@ from tqdm import tqdm
 from metarl.checkpoint import save_checkpoint
 from metarl.errors import MetarlError
 from metarl.memory import Usage
+from metarl.video import Clip, tensorboard_video
 
 
 class NonFiniteScalar(MetarlError):
@@ -51,12 +52,14 @@ class Run:
     """One training run: ``out_dir/config.json``, TensorBoard events and ``checkpoint.pt``."""
 
     def __init__(self, out_dir: str | Path, config: Mapping[str, Any], total: int, start: int = 0,
-                 log_every: int = 1, checkpoint_every: int = 1000, progress: bool = True) -> None:
+                 log_every: int = 1, checkpoint_every: int = 1000, progress: bool = True,
+                 video_every: int = 0) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
         (self.dir / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
         self.total, self.log_every, self.checkpoint_every = total, log_every, checkpoint_every
+        self.video_every = video_every
         for stale in self.dir.glob("checkpoint.pt*.tmp"):  # left by a killed checkpoint write
             stale.unlink(missing_ok=True)
         # A resumed run keeps what it logged up to its checkpoint and logs anew after it.
@@ -87,11 +90,17 @@ class Run:
                              refresh=False)
 
     def end_iteration(self, iteration: int, metrics: Callable[[], Mapping[str, float]],
-                      state: Callable[[], Mapping[str, Any]]) -> None:
+                      state: Callable[[], Mapping[str, Any]],
+                      videos: Callable[[], Mapping[str, tuple[Clip, float]]] | None = None
+                      ) -> None:
         """Advance the bar; every ``log_every`` iterations log ``metrics()``, every
-        ``checkpoint_every`` (and at the end) checkpoint ``state()``. Both are callables so the
-        loop pays for ``.item()`` and state copies only when they are due."""
+        ``checkpoint_every`` (and at the end) checkpoint ``state()``, every ``video_every``
+        write ``videos()`` (``{tag: (frames, fps)}``). All are callables so the loop pays for
+        ``.item()``, state copies and rendering only when they are due."""
         self.bar.update(1)
+        if videos is not None and self.video_every and iteration % self.video_every == 0:
+            for tag, (frames, fps) in videos().items():
+                self.video(tag, frames, fps, iteration)
         last = iteration == self.total
         due_log = iteration % self.log_every == 0 or last
         due_ckpt = iteration % self.checkpoint_every == 0 or last
@@ -99,6 +108,10 @@ class Run:
             self.log(iteration, metrics())  # raises on a NaN before a checkpoint is written
         if due_ckpt:
             self.checkpoint(state(), iteration)
+
+    def video(self, tag: str, frames: Clip, fps: float, step: int) -> None:
+        """An animated rollout in TensorBoard's Images tab."""
+        self.writer._get_file_writer().add_summary(tensorboard_video(frames, fps, tag), step)
 
     def checkpoint(self, state: Mapping[str, Any], iteration: int) -> Path:
         """Write ``state`` unless it holds NaN or inf: then the last good checkpoint stays."""

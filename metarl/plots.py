@@ -58,3 +58,31 @@ def plot_fits(path: str | Path, x, truth, support: tuple, predictions: Mapping[s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_trajectories(path: str | Path, goal: Sequence[float],
+                      paths: Mapping[str, Mapping[int, Sequence[Sequence[float]]]],
+                      title: str) -> Path:
+    """One panel per method: a 2D point's path ``[T, 2]`` before adaptation and after each
+    number of steps, and the goal (Finn et al. 2017, Figure 4 bottom)."""
+    n = len(paths)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
+    for ax, (label, by_step) in zip(axes[0], paths.items()):
+        for steps, xy in by_step.items():
+            xy = [tuple(p) for p in xy]
+            style = ":" if steps == 0 else "--" if steps == 1 else "-"
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], style, lw=1.5,
+                    label="pre-update" if steps == 0 else f"{steps} grad step{'s' * (steps > 1)}")
+        ax.plot([goal[0]], [goal[1]], "*", color="red", ms=12, label="goal")
+        ax.plot([0], [0], "o", color="black", ms=4)
+        ax.set_title(label)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

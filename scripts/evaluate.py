@@ -21,7 +21,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from metarl.algos.meta_rl import RETURN, Problem, load_state, returns_after_steps
+from metarl.algos.meta_rl import RETURN, Problem, episode_frames, load_state, rollouts_after_steps
 from metarl.algos.supervised import at_test, build
 from metarl.cli import parse, user_errors
 from metarl.config import (
@@ -31,15 +31,18 @@ from metarl.config import (
     from_dict,
     torch_device,
 )
+from metarl.envs.replay import make_env
 from metarl.errors import CheckpointError, ConfigError
 from metarl.evaluation import chunks, finetune_curve, predictions_after
 from metarl.logger import non_finite
 from metarl.memory import tune_allocator
 from metarl.params import forward_fn, params_of
+from metarl.plots import plot_trajectories
 from metarl.report import print_table, summarize, write
 from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types, load_run
 from metarl.scripts.presets import task_types
 from metarl.tasks import loss_fn
+from metarl.video import write_video
 
 # Finn et al. (2017), Figure 5 / Table: mean return of MAML after 0, 1, 2, 3 gradient steps.
 PUBLISHED = {
@@ -67,6 +70,10 @@ class Evaluate:
     later_lr_scale: float | None = None
     """RL: steps after the first use this times the inner lr (default 0.5: Finn et al. 2017
     halve it)."""
+    video: str | None = None
+    """RL: write one video (MP4) per held-out task and number of steps into this folder."""
+    video_tasks: int = 4
+    """RL, with --video: how many of the held-out tasks get videos (the first ones)."""
 
     def __post_init__(self) -> None:
         check(len(self.runs) > 0, "name at least one run directory to evaluate")
@@ -83,6 +90,13 @@ class Evaluate:
         check(self.out is None or self.out.strip() != "", "--out must name a folder, got ''")
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {self.out} is a file; name a folder for the results")
+        check(isinstance(self.video_tasks, int) and self.video_tasks >= 1,
+              f"--video-tasks must be an integer >= 1, got {self.video_tasks!r}")
+        check(self.video is None or self.video.strip() != "", "--video must name a folder, "
+              "got ''")
+        if self.video is not None and Path(self.video).exists() and not Path(
+                self.video).is_dir():
+            raise ConfigError(f"--video {self.video} is a file; name a folder for the videos")
         torch_device(self.device)
 
 
@@ -115,7 +129,8 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
 
 def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evaluate) -> dict:
     for option, value in (("--episodes", args.episodes), ("--later-lr-scale",
-                                                           args.later_lr_scale)):
+                                                           args.later_lr_scale),
+                          ("--video", args.video)):
         check(value is None, f"{option} applies to meta-RL runs; these runs are supervised")
     steps = 10 if args.steps is None else args.steps
     family = next(iter(runs.values()))[0].prepare()
@@ -181,8 +196,9 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
     later_lr_scale = 0.5 if args.later_lr_scale is None else args.later_lr_scale
     first = next(iter(runs.values()))[0].rl
     env = first.env_id.split("/")[-1].removesuffix("-v0")
+    out = Path(args.out or f"results/{env}")
     runs = {**runs, "random init": (MetaRL(rl=first), None)}
-    values, iterations = {}, {}
+    values, iterations, paths = {}, {}, {}
     for label, (config, state) in tqdm(runs.items(), desc="adapting", unit="run",
                                        dynamic_ncols=True):
         problem = Problem.build(config.rl, num_tasks, args.episodes,
@@ -190,16 +206,52 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
         theta = params_of(problem.policy)
         iterations[label] = load_state(theta, state)
         held_out = problem.sample_tasks(num_tasks, args.seed)
-        values[label] = {RETURN.name: returns_after_steps(problem, theta, held_out, steps,
-                                                          args.seed, later_lr_scale)}
+        rollouts = rollouts_after_steps(problem, theta, held_out,
+                                        problem.rules(steps, later_lr_scale), args.seed)
+        values[label] = {RETURN.name: torch.stack([r.returns for r in rollouts], 1)}
+        # The first task's first episode after each number of steps (2D families' figure).
+        paths[label] = {s: r.episodes.observations[: int(r.episodes.mask[:, 0, 0].sum()), 0, 0]
+                        for s, r in enumerate(rollouts)}
+        if args.video is not None:
+            write_videos(Path(args.video) / slug(label), problem, rollouts, args.video_tasks)
     published = {f"Finn et al. 2017 (MAML, {k})": v for k, v in PUBLISHED.items()
                  if env.startswith(k)}
     summary = summarize(first.env_id, [RETURN], values, iterations, tasks=num_tasks,
                         seed=args.seed, published=published, later_lr_scale=later_lr_scale)
-    out = write(args.out or f"results/{env}", summary, [RETURN])
+    out = write(out, summary, [RETURN])
+    figures = ["results.json", "results.csv", "curves.png"]
+    if first.env_id.startswith("metarl/Navigation2D"):  # Finn et al. 2017, Figure 4 bottom
+        goal = held_out[0].goal
+        plot_trajectories(out / "trajectories.png", goal,
+                          {k: {s: xy.tolist() for s, xy in v.items() if s <= 2}
+                           for k, v in paths.items()},
+                          f"2D navigation, held-out task 0 (goal {goal[0]:+.2f}, {goal[1]:+.2f})")
+        figures.append("trajectories.png")
     print_table(summary, [RETURN])
-    print(f"wrote {out}/results.json, results.csv, curves.png")
+    print(f"wrote {out}/{', '.join(figures)}"
+          + (f"; videos in {args.video}" if args.video is not None else ""))
     return summary
+
+
+def write_videos(folder: Path, problem: Problem, rollouts: list, tasks: int) -> None:
+    """``folder/task<i>-step<s>.mp4``: episode 0 of each of the first ``tasks`` held-out tasks
+    before adaptation (step 0) and after each step, replayed and rendered."""
+    env = make_env(problem.cfg.env_id)
+    n = min(tasks, rollouts[0].episodes.rewards.shape[1])
+    try:
+        for i in tqdm(range(n), desc=f"videos of {folder.name}", unit="task",
+                      dynamic_ncols=True):
+            for s, r in enumerate(rollouts):
+                title = f"after {s} step{'s' * (s != 1)}" if s else "before adaptation"
+                write_video(folder / f"task{i:02d}-step{s}.mp4",
+                            episode_frames(env, r, i, title), env.metadata["render_fps"])
+    finally:
+        env.close()
+
+
+def slug(label: str) -> str:
+    """A run's label as a folder name."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in label).strip("-")
 
 
 EVALUATORS = {Supervised: evaluate_supervised, MetaRL: evaluate_rl}

@@ -28,7 +28,7 @@ PROG = "metarl-train"
 # Options that may differ between a run and its resumption.
 # The folder is where the run is, not part of what it is.
 RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "name", "device",
-             "torch_threads", "outer_torch_threads"}
+             "torch_threads", "outer_torch_threads", "video_every"}
 # Options of earlier versions, now algorithm subcommands.
 RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
            "--algo": "the algorithm is a subcommand: metarl-train nav2d maml-reinforce",
@@ -72,7 +72,7 @@ def train(config: Experiment, progress: bool = True) -> Path:
     start = resume["iteration"] if resume else 0
     run = Run(run_dir, to_dict(config), total=settings.iterations, start=start,
               log_every=settings.log_every, checkpoint_every=settings.checkpoint_every,
-              progress=progress)
+              progress=progress, video_every=getattr(settings, "video_every", 0))
     try:
         config.train(family, run, resume)
     finally:

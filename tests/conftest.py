@@ -40,8 +40,8 @@ def resumed_equals_uninterrupted(monkeypatch) -> Callable[[Any, Any, int], None]
         uninterrupted = train.train(full, progress=False)
         end_iteration = Run.end_iteration
 
-        def crash(self, iteration, metrics, state):
-            end_iteration(self, iteration, metrics, state)
+        def crash(self, iteration, metrics, state, **videos):
+            end_iteration(self, iteration, metrics, state, **videos)
             if iteration == crash_at:
                 raise Crash
 

@@ -16,7 +16,7 @@ from metarl.config import MetaConfig, RLConfig
 from metarl.logger import NonFiniteState, Run
 from metarl.params import params_of
 from metarl.rules import SGD
-from metarl.scripts import evaluate, train
+from metarl.scripts import evaluate, train, watch
 from metarl.scripts.experiments import MetaRL
 from metarl.scripts.presets import PRESETS
 
@@ -122,6 +122,9 @@ EVALUATE = [
     (["{corrupt}"], "corrupt"),
     (["{file}"], "not a readable checkpoint"),
     (["{sinusoid}", "--device", "tpu"], "device 'tpu'"),
+    (["{sinusoid}", "--video", "v"], "--video applies to meta-RL runs"),
+    (["{rl}", "--video", "{file}"], "--video"),
+    (["{rl}", "--video", "v", "--video-tasks", "0"], "--video-tasks"),
 ]
 
 
@@ -131,7 +134,8 @@ def _one_clear_line(main, argv, match, capsys) -> None:
     assert exit_.value.code in (1, 2)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:")), err[0]
+    assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:",
+                              "metarl-watch: error:")), err[0]
     assert match in err[0], err[0]
 
 
@@ -150,6 +154,36 @@ def test_train_on_existing_runs_and_files(argv, match, runs, capsys):
 @pytest.mark.parametrize("argv, match", EVALUATE)
 def test_evaluate_options(argv, match, runs, capsys):
     _one_clear_line(evaluate.main, [a.format(**runs) for a in argv], match, capsys)
+
+
+# metarl-watch (a display is set where the case is not about the display)
+WATCH = [
+    (["{empty}", "--record", "x.mp4"], "checkpoint"),
+    (["{sinusoid}", "--record", "x.mp4"], "supervised run"),
+    (["{rl}", "--task", "3", "--record", "x.mp4"], "--task"),
+    (["{rl}", "--task", "0.1", "--record", "x.mp4"], "--task"),
+    (["{rl}", "--task", "1", "2", "3", "--record", "x.mp4"], "--task"),
+    (["{rl}", "--task", "nan", "0", "--record", "x.mp4"], "--task"),
+    (["{rl}", "--record", "x.avi"], "--record"),
+    (["{rl}", "--record", "{empty}"], "--record"),
+    (["{rl}", "--speed", "0", "--record", "x.mp4"], "--speed"),
+    (["{rl}", "--speed", "inf", "--record", "x.mp4"], "--speed"),
+    (["{rl}", "--steps", "-1", "--record", "x.mp4"], "--steps"),
+    (["{rl}", "--episodes", "0", "--record", "x.mp4"], "--episodes"),
+    (["{rl}", "--seed", "-1", "--record", "x.mp4"], "--seed"),
+    (["{rl}", "--size", "8", "--record", "x.mp4"], "--size"),
+    (["{rl}", "--no-display"], "DISPLAY"),
+]
+
+
+@pytest.mark.parametrize("argv, match", WATCH)
+def test_watch_options(argv, match, runs, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    if "--no-display" in argv:
+        monkeypatch.delenv("DISPLAY", raising=False)
+        argv = [a for a in argv if a != "--no-display"]
+    _one_clear_line(watch.main, [a.format(**runs) for a in argv], match, capsys)
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_there_are_at_least_forty_cases():
