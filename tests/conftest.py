@@ -70,3 +70,21 @@ def scalars() -> Callable[[str | Path], dict[str, float]]:
         return {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]}
 
     return read
+
+
+@pytest.fixture
+def one_clear_line(capsys) -> Callable[..., None]:
+    """``one_clear_line(main, argv, match)``: the command exits 1 or 2 with one line on
+    standard error, ``<command>: error: ...`` holding ``match``, and no traceback."""
+
+    def check(main: Callable[[list[str]], None], argv: list[str], match: str) -> None:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code in (1, 2)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "Traceback" not in err[0], err
+        assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:",
+                                  "metarl-watch: error:")), err[0]
+        assert match in err[0], err[0]
+
+    return check

@@ -128,32 +128,21 @@ EVALUATE = [
 ]
 
 
-def _one_clear_line(main, argv, match, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code in (1, 2)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:",
-                              "metarl-watch: error:")), err[0]
-    assert match in err[0], err[0]
-
-
 @pytest.mark.parametrize("argv, match", TRAIN)
-def test_train_options(argv, match, capsys, tmp_path):
-    _one_clear_line(train.main, [*argv, "--out", str(tmp_path / "run")] if "--out" not in argv
-                    and argv[0] != "no-such-preset" else argv, match, capsys)
+def test_train_options(argv, match, one_clear_line, tmp_path):
+    one_clear_line(train.main, [*argv, "--out", str(tmp_path / "run")] if "--out" not in argv
+                   and argv[0] != "no-such-preset" else argv, match)
     assert not (tmp_path / "run").exists()  # nothing half-built
 
 
 @pytest.mark.parametrize("argv, match", TRAIN_ON_RUNS)
-def test_train_on_existing_runs_and_files(argv, match, runs, capsys):
-    _one_clear_line(train.main, [a.format(**runs) for a in argv], match, capsys)
+def test_train_on_existing_runs_and_files(argv, match, runs, one_clear_line):
+    one_clear_line(train.main, [a.format(**runs) for a in argv], match)
 
 
 @pytest.mark.parametrize("argv, match", EVALUATE)
-def test_evaluate_options(argv, match, runs, capsys):
-    _one_clear_line(evaluate.main, [a.format(**runs) for a in argv], match, capsys)
+def test_evaluate_options(argv, match, runs, one_clear_line):
+    one_clear_line(evaluate.main, [a.format(**runs) for a in argv], match)
 
 
 # metarl-watch (a display is set where the case is not about the display)
@@ -177,12 +166,12 @@ WATCH = [
 
 
 @pytest.mark.parametrize("argv, match", WATCH)
-def test_watch_options(argv, match, runs, capsys, monkeypatch, tmp_path):
+def test_watch_options(argv, match, runs, one_clear_line, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     if "--no-display" in argv:
         monkeypatch.delenv("DISPLAY", raising=False)
         argv = [a for a in argv if a != "--no-display"]
-    _one_clear_line(watch.main, [a.format(**runs) for a in argv], match, capsys)
+    one_clear_line(watch.main, [a.format(**runs) for a in argv], match)
     assert not (tmp_path / "x.mp4").exists()
 
 

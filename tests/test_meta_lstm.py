@@ -163,15 +163,6 @@ def test_meta_training_clips_and_learns_the_rule(tmp_path):
     assert ALGORITHMS[MetaLSTMAlgorithm] is train_meta_lstm
 
 
-def _one_clear_line(argv, match, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        train.main(argv)
-    assert exit_.value.code in (1, 2)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith("metarl-train: error:") and match in err[0], err[0]
-
-
 @dataclass(frozen=True)
 class RunningStats:
     """A family whose model keeps running batch-norm statistics (unsupported by meta-lstm)."""
@@ -194,10 +185,10 @@ class RunningStats:
     (["omniglot-5w1s-meta-lstm", "--task.shots", "10", "--task.query", "11"],
      "exceeds the 20 drawings"),
 ])
-def test_bad_input_is_one_clear_line(argv, match, capsys, tmp_path, monkeypatch):
+def test_bad_input_is_one_clear_line(argv, match, one_clear_line, tmp_path, monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "running-stats", (
         "A model with running statistics.", Supervised(task=RunningStats(), meta=MetaConfig())))
-    _one_clear_line([*argv, "--out", str(tmp_path / "run")], match, capsys)
+    one_clear_line(train.main, [*argv, "--out", str(tmp_path / "run")], match)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 

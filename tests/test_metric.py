@@ -195,16 +195,6 @@ def test_every_method_has_presets_on_the_same_test_tasks_as_maml(method):
     assert PRESETS["omniglot-5w1s-protonets-cpu"][1].run_dir == "runs/omniglot-5w1s-cpu-protonets"
 
 
-def _one_clear_line(main, argv, match, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code in (1, 2)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:")), err[0]
-    assert match in err[0], err[0]
-
-
 @pytest.mark.parametrize("argv, match", [
     (["sinusoid", "protonets"], "protonets classifies N-way tasks"),
     (["sinusoid", "matchingnets"], "not classification"),
@@ -215,8 +205,8 @@ def _one_clear_line(main, argv, match, capsys) -> None:
     (["omniglot-5w1s-protonets", "--task.ways", "500"], "ways N=500 exceeds the 423"),
     (["omniglot-5w5s-matchingnets", "--task.shots", "16"], "exceeds the 20 drawings"),
 ])
-def test_bad_input_is_one_clear_line(argv, match, capsys, tmp_path):
-    _one_clear_line(train.main, [*argv, "--out", str(tmp_path / "run")], match, capsys)
+def test_bad_input_is_one_clear_line(argv, match, one_clear_line, tmp_path):
+    one_clear_line(train.main, [*argv, "--out", str(tmp_path / "run")], match)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 

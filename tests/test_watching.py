@@ -205,21 +205,28 @@ def _screen(display: str) -> np.ndarray:
     return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
 
 
-@pytest.mark.parametrize("attempt", range(5))
-def test_watch_opens_a_window_and_exits_cleanly(attempt, cheetah_run, display):
+def _watch_in_window(run: Path, display: str, *options: str) -> tuple[str, np.ndarray, list]:
+    """``metarl-watch run options`` on ``display``: its output, the screen before it and
+    screenshots taken every half second while it runs; asserts it exited 0."""
     blank = _screen(display)
     env = {**os.environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
     env.pop("MUJOCO_GL", None)  # a window: MuJoCo's GLFW, not offscreen EGL
-    process = subprocess.Popen([sys.executable, "-m", "metarl.scripts.watch", str(cheetah_run),
-                                "--steps", "0", "--episodes", "2", "--speed", "0.5"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-m", "metarl.scripts.watch", str(run),
+                                *options], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     shots = []
     while process.poll() is None and len(shots) < 40:
         time.sleep(0.5)
         shots.append(_screen(display))
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
+    return out, blank, shots
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_watch_opens_a_window_and_exits_cleanly(attempt, cheetah_run, display):
+    out, blank, shots = _watch_in_window(cheetah_run, display, "--steps", "0", "--episodes", "2",
+                                         "--speed", "0.5")
     assert "before adaptation: target velocity" in out
     # Some screenshot shows the viewer's scene: far from the blank screen, many colours.
     changed = [s for s in shots if np.abs(s.astype(int) - blank).mean() > 20]
@@ -232,17 +239,7 @@ def test_watch_opens_a_navigation_window(tmp_path, display):
     run = tmp_path / "nav"
     train.train(MetaRL(rl=RLConfig(iterations=1, meta_batch=2, episodes=2, horizon=20),
                        out=str(run)), progress=False)
-    blank = _screen(display)
-    env = {**os.environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "metarl.scripts.watch", str(run),
-                                "--steps", "1", "--episodes", "2", "--speed", "0.5"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    shots = []
-    while process.poll() is None and len(shots) < 40:
-        time.sleep(0.5)
-        shots.append(_screen(display))
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    out, blank, shots = _watch_in_window(run, display, "--steps", "1", "--episodes", "2",
+                                         "--speed", "0.5")
     assert "after 1 step: goal" in out
     assert any(np.abs(s.astype(int) - blank).mean() > 20 for s in shots)
