@@ -65,7 +65,10 @@ def one_after_another(clips: Sequence[Clip]) -> list[Frame]:
 
 def gif_bytes(frames: Clip, fps: float) -> bytes:
     """An animated GIF of ``frames`` at ``fps``, looping."""
-    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    # Fast octree quantisation, no dithering: 2-3x faster than Pillow's default median cut,
+    # and rollouts have few colours.
+    images = [Image.fromarray(np.ascontiguousarray(f)).quantize(
+        256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
                    duration=max(20, round(1000 / fps)), loop=0)
