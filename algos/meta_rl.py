@@ -165,8 +165,9 @@ class Problem:
         try:
             return {f"rollouts/task_{i}": (side_by_side(
                 [episode_frames(env, r, i, f"{s} step{'s' * (s != 1)}" if s else
-                                "before adaptation") for s, r in enumerate(steps)]),
-                env.metadata["render_fps"]) for i in range(len(tasks))}
+                                "before adaptation", every=VIDEO_STRIDE)
+                 for s, r in enumerate(steps)]),
+                env.metadata["render_fps"] / VIDEO_STRIDE) for i in range(len(tasks))}
         finally:
             env.close()
 
@@ -175,17 +176,21 @@ VIDEO_TASKS = 2
 """Tasks shown in training videos."""
 VIDEO_SIZE = 160
 """Their frames' side in pixels: small, since MuJoCo renders them in software here."""
+VIDEO_STRIDE = 2
+"""They show every second state (at real-time speed): rendering is most of their cost."""
 
 
 def episode_frames(env: Any, rollouts: Rollouts, task: int, title: str, episode: int = 0,
-                   on_step: Any = None) -> list[Frame]:
+                   every: int = 1) -> list[Frame]:
     """Episode ``episode`` of task ``task`` in ``rollouts``, replayed in ``env`` (the family's
-    Gymnasium env) and rendered, each frame labelled with ``title``, the task and the
-    episode's return so far."""
+    Gymnasium env) and rendered every ``every`` steps, each frame labelled with ``title``, the
+    task and the episode's return so far."""
     episodes = rollouts.episodes
     run = replay(env, episodes.tasks[task], episode_seed(rollouts, task, episode),
-                 episode_actions(rollouts, task, episode), on_step)
+                 episode_actions(rollouts, task, episode), every=every)
     so_far = np.concatenate([[0.0], np.cumsum(run.rewards)])
+    drawn = [t for t in range(len(so_far)) if t % every == 0 or t == len(so_far) - 1]
+    so_far = so_far[drawn]
     describe = episodes.tasks[task].describe()
     return [label(frame, [title, describe, f"return {r:.1f}"])
             for frame, r in zip(run.frames, so_far)]

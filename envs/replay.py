@@ -20,7 +20,7 @@ SIZE = 256
 
 class Replay(NamedTuple):
     frames: list[np.ndarray]
-    """``render()`` after the reset and after every step: ``steps + 1`` frames."""
+    """``render()`` after the reset and after every ``every``-th step and the last."""
     observations: np.ndarray
     """The observation before each step: ``[steps, obs_dim]``."""
     rewards: np.ndarray
@@ -33,10 +33,11 @@ def make_env(env_id: str, render_mode: str | None = "rgb_array", size: int = SIZ
 
 
 def replay(env: Any, task: Any, seed: int, actions: np.ndarray,
-           on_step: Callable[[int], None] | None = None) -> Replay:
+           on_step: Callable[[int], None] | None = None, every: int = 1) -> Replay:
     """Reset ``env`` with ``seed`` on ``task``, step it with ``actions`` ``[steps, act_dim]``
-    (stopping where it terminates) and render every state. ``on_step(t)``, if given, runs
-    after the ``t``-th frame is drawn (a viewer's pace and label)."""
+    (stopping where it terminates) and render the state after every ``every``-th step (and the
+    last). ``on_step(t)``, if given, runs after the ``t``-th state is drawn (a viewer's pace
+    and label)."""
     obs, _ = env.reset(seed=seed, options={"task": task})
     frames, observations, rewards = [env.render()], [], []
     if on_step is not None:
@@ -45,7 +46,8 @@ def replay(env: Any, task: Any, seed: int, actions: np.ndarray,
         observations.append(obs)
         obs, reward, terminated, _, _ = env.step(action)
         rewards.append(reward)
-        frames.append(env.render())
+        if (t + 1) % every == 0 or terminated or t + 1 == len(actions):
+            frames.append(env.render())
         if on_step is not None:
             on_step(t + 1)
         if terminated:
