@@ -122,15 +122,18 @@ def chosen_task(problem: Problem, args: Watch):
     if args.task is None:
         return problem.sample_tasks(1, args.seed)[0]
     kind = env.task_type
-    try:
-        if kind is GoalTask:
-            check(len(args.task) == 2, f"--task: {env.name} tasks are goals X Y, "
-                  f"got {len(args.task)} number(s)")
-            task = GoalTask(tuple(args.task))
-        else:
-            check(len(args.task) == 1, f"--task: {env.name} tasks are one number, got "
-                  f"{len(args.task)}")
+    if kind is GoalTask:
+        check(len(args.task) == 2, f"--task: {env.name} tasks are goals X Y, got "
+              f"{len(args.task)} number(s)")
+        task = GoalTask(tuple(args.task))
+    else:
+        check(len(args.task) == 1, f"--task: {env.name} tasks are one number, got "
+              f"{len(args.task)}")
+        try:
             task = (VelocityTask if kind is VelocityTask else DirectionTask)(args.task[0])
+        except ValueError as e:
+            raise ConfigError(f"--task: {e}") from None
+    try:
         return env.check(task)
     except ValueError as e:
         raise ConfigError(f"--task: {e}") from None

@@ -150,7 +150,7 @@ WATCH = [
     (["{empty}", "--record", "x.mp4"], "checkpoint"),
     (["{sinusoid}", "--record", "x.mp4"], "supervised run"),
     (["{rl}", "--task", "3", "--record", "x.mp4"], "--task"),
-    (["{rl}", "--task", "0.1", "--record", "x.mp4"], "--task"),
+    (["{rl}", "--task", "3", "3", "--record", "x.mp4"], "--task"),
     (["{rl}", "--task", "1", "2", "3", "--record", "x.mp4"], "--task"),
     (["{rl}", "--task", "nan", "0", "--record", "x.mp4"], "--task"),
     (["{rl}", "--record", "x.avi"], "--record"),
