@@ -164,8 +164,7 @@ class Problem:
         env = make_env(self.cfg.env_id, size=VIDEO_SIZE)
         try:
             return {f"rollouts/task_{i}": (side_by_side(
-                [episode_frames(env, r, i, f"{s} step{'s' * (s != 1)}" if s else
-                                "before adaptation", every=VIDEO_STRIDE)
+                [episode_frames(env, r, i, step_title(s), every=VIDEO_STRIDE)
                  for s, r in enumerate(steps)]),
                 env.metadata["render_fps"] / VIDEO_STRIDE) for i in range(len(tasks))}
         finally:
@@ -188,12 +187,15 @@ def episode_frames(env: Any, rollouts: Rollouts, task: int, title: str, episode:
     episodes = rollouts.episodes
     run = replay(env, episodes.tasks[task], episode_seed(rollouts, task, episode),
                  episode_actions(rollouts, task, episode), every=every)
-    so_far = np.concatenate([[0.0], np.cumsum(run.rewards)])
-    drawn = [t for t in range(len(so_far)) if t % every == 0 or t == len(so_far) - 1]
-    so_far = so_far[drawn]
+    so_far = np.concatenate([[0.0], np.cumsum(run.rewards)])[run.frame_steps]
     describe = episodes.tasks[task].describe()
     return [label(frame, [title, describe, f"return {r:.1f}"])
             for frame, r in zip(run.frames, so_far)]
+
+
+def step_title(steps: int) -> str:
+    """How a rollout after ``steps`` inner steps is labelled."""
+    return f"after {steps} step{'s' * (steps != 1)}" if steps else "before adaptation"
 
 
 def episode_seed(rollouts: Rollouts, task: int, episode: int = 0) -> int:

@@ -21,6 +21,8 @@ SIZE = 256
 class Replay(NamedTuple):
     frames: list[np.ndarray]
     """``render()`` after the reset and after every ``every``-th step and the last."""
+    frame_steps: list[int]
+    """The number of steps taken before each frame."""
     observations: np.ndarray
     """The observation before each step: ``[steps, obs_dim]``."""
     rewards: np.ndarray
@@ -39,7 +41,7 @@ def replay(env: Any, task: Any, seed: int, actions: np.ndarray,
     last). ``on_step(t)``, if given, runs after the ``t``-th state is drawn (a viewer's pace
     and label)."""
     obs, _ = env.reset(seed=seed, options={"task": task})
-    frames, observations, rewards = [env.render()], [], []
+    frames, frame_steps, observations, rewards = [env.render()], [0], [], []
     if on_step is not None:
         on_step(0)
     for t, action in enumerate(np.asarray(actions, dtype=np.float64)):
@@ -48,8 +50,9 @@ def replay(env: Any, task: Any, seed: int, actions: np.ndarray,
         rewards.append(reward)
         if (t + 1) % every == 0 or terminated or t + 1 == len(actions):
             frames.append(env.render())
+            frame_steps.append(t + 1)
         if on_step is not None:
             on_step(t + 1)
         if terminated:
             break
-    return Replay(frames, np.asarray(observations), np.asarray(rewards))
+    return Replay(frames, frame_steps, np.asarray(observations), np.asarray(rewards))

@@ -21,7 +21,14 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from metarl.algos.meta_rl import RETURN, Problem, episode_frames, load_state, rollouts_after_steps
+from metarl.algos.meta_rl import (
+    RETURN,
+    Problem,
+    episode_frames,
+    load_state,
+    rollouts_after_steps,
+    step_title,
+)
 from metarl.algos.supervised import at_test, build
 from metarl.cli import parse, user_errors
 from metarl.config import (
@@ -242,9 +249,8 @@ def write_videos(folder: Path, problem: Problem, rollouts: list, tasks: int) -> 
         for i in tqdm(range(n), desc=f"videos of {folder.name}", unit="task",
                       dynamic_ncols=True):
             for s, r in enumerate(rollouts):
-                title = f"after {s} step{'s' * (s != 1)}" if s else "before adaptation"
                 write_video(folder / f"task{i:02d}-step{s}.mp4",
-                            episode_frames(env, r, i, title), env.metadata["render_fps"])
+                            episode_frames(env, r, i, step_title(s)), env.metadata["render_fps"])
     finally:
         env.close()
 

@@ -29,6 +29,7 @@ from metarl.algos.meta_rl import (
     episode_seed,
     load_state,
     rollouts_after_steps,
+    step_title,
 )
 from metarl.cli import parse, user_errors
 from metarl.config import check, check_nonnegative_int, check_positive, from_dict
@@ -106,8 +107,7 @@ def watch(args: Watch) -> Path | None:
     task = chosen_task(problem, args)
     steps = rollouts_after_steps(problem, theta, [task],
                                  problem.rules(args.steps, args.later_lr_scale), args.seed)
-    titles = [f"after {s} step{'s' * (s != 1)}" if s else "before adaptation"
-              for s in range(len(steps))]
+    titles = [step_title(s) for s in range(len(steps))]
     for title, r in zip(titles, steps):
         print(f"{title}: {task.describe()}, return {r.episodes.total_rewards[0, 0].item():.2f}")
     if args.record is not None:
