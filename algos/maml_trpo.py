@@ -9,9 +9,9 @@ both flow through the inner step (second order unless ``first_order``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import tyro
@@ -25,6 +25,7 @@ from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, mean_
 from metarl.rules import UpdateRule
 from metarl.trpo import (
     conjugate_gradient,
+    gauss_newton_product,
     hessian_vector_product,
     line_search,
     scale_to_trust_region,
@@ -53,6 +54,12 @@ class TrustRegion:
     adaptation. It misses the inner step's Jacobian, which grows as meta-training makes the
     policy sensitive to that step: on HalfCheetahDir the line search backtracked 1 step at
     first and ~11 of 15 by iteration 150, so the direction, not just the scale, degrades."""
+    curvature: Literal["double-backward", "gauss-newton"] = "double-backward"
+    """How conjugate gradient's KL curvature products are taken, both exact: a backward pass
+    through the KL gradient's graph (which holds the inner step's double backward), or the
+    Gauss-Newton form J^T F J (at theta_old the KL's gradient is zero, so its Hessian is J^T F
+    J with J the Jacobian of the adapted policy's outputs through the inner step and F the
+    Fisher of the output distribution): one forward-mode and one reverse pass per product."""
     ls_steps: int = 15
     ls_ratio: float = 0.8
 
@@ -120,8 +127,8 @@ def trpo_step(trust: TrustRegion, losses: PolicyLosses, theta: Params,
     step of ``rules[k]`` on ``supports[k]``, then the losses on ``query``."""
     leaves = list(theta.values())
 
-    def adapt(supports: Sequence[PolicyBatch], num_tasks: int) -> Params:
-        return adapt_chain(losses.reinforce, theta, supports, rules, num_tasks,
+    def adapt(supports: Sequence[PolicyBatch], num_tasks: int, params: Params = theta) -> Params:
+        return adapt_chain(losses.reinforce, params, supports, rules, num_tasks,
                            first_order=first_order)[0]
 
     # The surrogate's gradient g, on all query episodes.
@@ -131,8 +138,7 @@ def trpo_step(trust: TrustRegion, losses: PolicyLosses, theta: Params,
     g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(old_loss, leaves,
                                                               retain_graph=True)])
     # Curvature: the Hessian of the mean KL at theta_old (CG's matrix).
-    kl = curvature_kl(trust, losses, theta, supports, query, adapted, reference, adapt)
-    Hvp = hessian_vector_product(kl, leaves, damping=trust.cg_damping)
+    Hvp = curvature_product(trust, losses, theta, supports, query, adapted, reference, adapt)
     # Step direction H^-1 g by conjugate gradient, scaled so 0.5 s^T H s = max_kl.
     direction, H_direction = conjugate_gradient(Hvp, g, iterations=trust.cg_iters)
     step = scale_to_trust_region(direction, H_direction, trust.max_kl)
@@ -160,6 +166,39 @@ def trpo_step(trust: TrustRegion, losses: PolicyLosses, theta: Params,
             "trpo/line_search_steps": float(result.steps),
             "trpo/accepted": float(result.accepted),
             "trpo/grad_norm": g.norm().item()}
+
+
+def curvature_product(trust: TrustRegion, losses: PolicyLosses, theta: Params,
+                      supports: Sequence[PolicyBatch], query: PolicyBatch, adapted: Params,
+                      reference: tuple, adapt) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Conjugate gradient's matrix-vector product ``v [P] -> (H + damping I) v``, ``H`` the
+    Hessian at theta_old of the mean KL of :func:`curvature_kl`, taken as ``trust.curvature``
+    says; ``adapt(supports, num_tasks, params)`` adapts ``params`` with a graph."""
+    if trust.curvature == "double-backward":
+        kl = curvature_kl(trust, losses, theta, supports, query, adapted, reference, adapt)
+        return hessian_vector_product(kl, list(theta.values()), damping=trust.cg_damping)
+    k = num_curvature_tasks(query.num_tasks, trust.cg_subsample)
+    subset = slice(k)
+    query, reference = query.select_tasks(subset), tuple(r[:k] for r in reference)
+    if trust.cg_first_order:
+        # theta'_i = theta + (theta'_i - theta) held constant: Jacobian I.
+        steps = {name: (adapted[name][:k] - theta[name]).detach() for name in theta}
+
+        def params_of_theta(params: Params) -> Params:
+            return {name: params[name] + steps[name] for name in params}
+    else:
+        supports = [s.select_tasks(subset) for s in supports]
+
+        def params_of_theta(params: Params) -> Params:
+            return adapt(supports, k, params)
+
+    def outputs(params: Params) -> tuple[torch.Tensor, ...]:
+        return vmap(losses.outputs)(params_of_theta(params), query)
+
+    def divergence(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return vmap(losses.divergence)(outputs, query, reference).mean()
+
+    return gauss_newton_product(outputs, theta, divergence, damping=trust.cg_damping)
 
 
 def curvature_kl(trust: TrustRegion, losses: PolicyLosses, theta: Params,

@@ -84,8 +84,13 @@ class PolicyLosses:
     def kl(self, params: Params, batch: PolicyBatch, old_outputs: tuple[Tensor, ...]) -> Tensor:
         """Mean ``KL(pi_old || pi)`` over the batch's states; ``old_outputs`` are the old
         policy's forward outputs on ``batch.observations`` (constants)."""
-        new = self.forward(params, batch.observations)
-        return self._mean(self.distribution.kl(old_outputs, new), batch.mask)
+        return self.divergence(self.forward(params, batch.observations), batch, old_outputs)
+
+    def divergence(self, outputs: tuple[Tensor, ...], batch: PolicyBatch,
+                   old_outputs: tuple[Tensor, ...]) -> Tensor:
+        """:meth:`kl` as a function of the new policy's outputs (the Gauss-Newton curvature's
+        output-space Hessian)."""
+        return self._mean(self.distribution.kl(old_outputs, outputs), batch.mask)
 
     def surrogate_and_kl(self, params: Params, batch: PolicyBatch,
                          old_outputs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:

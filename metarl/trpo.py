@@ -2,7 +2,7 @@
 
 Pure functions on flat parameter vectors ``[P]``: conjugate gradient, Hessian-vector products
 of a scalar taken through any computation of the params (the MAML adaptation included), the
-step scaled to the KL bound, and a backtracking line search that keeps the old parameters
+same curvature in Gauss-Newton form, the step scaled to the KL bound, and a backtracking line search that keeps the old parameters
 unless a finite, improving step within the bound is found.
 """
 
@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.func import grad, jvp, vjp
+from torch.utils._pytree import tree_map
+
+from metarl.params import Params, flatten, unflatten
 
 
 def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 10,
@@ -55,6 +60,31 @@ def hessian_vector_product(scalar: Tensor, params: Sequence[Tensor], damping: fl
     def product(v: Tensor) -> Tensor:
         hv = torch.autograd.grad(flat_grad @ v.detach(), list(params), retain_graph=True)
         return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+
+    return product
+
+
+def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
+                         divergence: Callable[[Any], Tensor], damping: float = 0.0
+                         ) -> Callable[[Tensor], Tensor]:
+    """``v [P] -> (J^T F J + damping I) v``: ``J`` the Jacobian of ``outputs(params)`` (a pytree
+    of tensors), ``F`` the Hessian of ``divergence`` at those outputs.
+
+    This is the Hessian of ``divergence(outputs(params))`` wherever the divergence has zero
+    gradient, as ``KL(old || new)`` at ``new = old`` (Martens, 2010; Schulman et al., 2015,
+    Appendix C), so TRPO's curvature needs no second derivative of ``outputs``: each product
+    is a forward-mode pass (``J v``) and a reverse pass (``J^T u``) through ``outputs``, which
+    may hold MAML's inner step, instead of a backward pass through its double-backward graph.
+    """
+    params = {k: v.detach() for k, v in params.items()}
+    at, pullback = vjp(outputs, params)
+    at = tree_map(lambda t: t.detach().contiguous(), at)  # a jvp needs non-overlapping memory
+    fisher = grad(divergence)
+
+    def product(v: Tensor) -> Tensor:
+        _, jv = jvp(outputs, (params,), (unflatten(v, params),))
+        _, fjv = jvp(fisher, (at,), (jv,))
+        return flatten(pullback(fjv)[0]) + damping * v
 
     return product
 

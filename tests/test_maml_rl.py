@@ -90,8 +90,9 @@ def _trpo_step(batch: NavBatch, trust: TrustRegion) -> dict[str, float]:
     return trpo_step(trust, batch.losses, batch.theta, batch.supports, batch.query, batch.rules)
 
 
-def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
-    trust = TrustRegion(max_kl=0.01)
+@pytest.mark.parametrize("curvature", ["double-backward", "gauss-newton"])
+def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate(curvature):
+    trust = TrustRegion(max_kl=0.01, curvature=curvature)
     batch = _nav_batch(inner_lr=0.1)
     before = {k: v.detach().clone() for k, v in batch.theta.items()}
     stats = _trpo_step(batch, trust)

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from metarl.algos.maml_trpo import TrustRegion, curvature_product, old_outputs
 from metarl.params import flatten, params_of, unflatten
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, mean_over_tasks
 from metarl.rules import SGD
 from metarl.trpo import (
@@ -37,14 +38,16 @@ def test_conjugate_gradient_solves_spd_system():
     assert (A @ conjugate_gradient(lambda v: A @ v, b, iterations=10)[0] - b).norm() < 1e-3
 
 
-def _tiny(tasks=3, T=4, E=3, seed=0):
+def _tiny(tasks=3, T=4, E=3, seed=0, categorical=False):
     torch.manual_seed(seed)
-    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(3,), nonlinearity="tanh").double()
+    policy = (CategoricalMLPPolicy(2, 3, hidden_sizes=(3,)) if categorical
+              else GaussianMLPPolicy(2, 2, hidden_sizes=(3,), nonlinearity="tanh")).double()
     g = torch.Generator().manual_seed(seed)
 
     def batch():
         obs = torch.randn(tasks, T, E, 2, generator=g, dtype=torch.float64)
-        act = torch.randn(tasks, T, E, 2, generator=g, dtype=torch.float64)
+        act = (torch.randint(0, 3, (tasks, T, E), generator=g) if categorical
+               else torch.randn(tasks, T, E, 2, generator=g, dtype=torch.float64))
         adv = torch.randn(tasks, T, E, generator=g, dtype=torch.float64)
         mask = torch.ones(tasks, T, E, dtype=torch.float64)
         mask[:, -1, 0] = 0  # one padded step per task
@@ -79,6 +82,34 @@ def test_kl_hessian_vector_product_through_adaptation_equals_explicit_hessian(fi
     v = torch.randn(theta0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(hvp(v), H @ v + 0.1 * v, rtol=1e-9, atol=1e-10)
     assert torch.linalg.eigvalsh(H).min() > -1e-10  # the KL Hessian at theta_old is PSD
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["gaussian", "categorical"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+@pytest.mark.parametrize("setting", [{}, {"cg_subsample": 0.5}, {"cg_first_order": True},
+                                     {"cg_first_order": True, "cg_subsample": 0.5}],
+                         ids=["exact", "subsample", "fisher", "fisher-subsample"])
+def test_gauss_newton_curvature_equals_the_double_backward_product(categorical, first_order,
+                                                                  setting):
+    """J^T F J through the inner steps is the KL's Hessian at theta_old (its gradient is zero
+    there): the same product as differentiating the KL gradient's graph, to round-off."""
+    policy, losses, support, query = _tiny(tasks=4, categorical=categorical)
+    theta, rules = params_of(policy), [SGD(0.3), SGD(0.15)]
+    supports = [support, support]
+
+    def adapt(supports, num_tasks, params=theta):
+        return adapt_chain(losses.reinforce, params, supports, rules, num_tasks,
+                           first_order=first_order)[0]
+
+    adapted = adapt(supports, 4)
+    reference = old_outputs(losses, adapted, query)
+    v = torch.randn(flatten(theta).numel(), dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(3))
+    products = [curvature_product(TrustRegion(curvature=curvature, cg_damping=1e-3, **setting),
+                                  losses, theta, supports, query, adapted, reference, adapt)(v)
+                for curvature in ("double-backward", "gauss-newton")]
+    assert products[0].norm() > 1e-3
+    torch.testing.assert_close(products[1], products[0], rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("steps", [1, 2])
