@@ -212,10 +212,27 @@ def test_stale_temporary_checkpoints_are_cleaned_and_resume_keeps_its_logged_poi
     assert not list(tmp_path.glob("*.tmp"))
     resumed.end_iteration(3, lambda: {"loss/x": 30.0}, lambda: {})
     resumed.close()
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("loss/x")] == [(1, 1.0), (2, 2.0),
-                                                                       (3, 30.0)]
+    # TensorBoard reads a folder's event files in name order, which is start-time order
+    # across processes; both writers here started in one process within a second, where the
+    # names' last field (a per-process counter, 9 < 10 as text) may not be. Read each file,
+    # the original run's first, as two processes' files would be.
+    files = []
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        files.append([(e.wall_time, e.step, e.value) for e in events.Scalars("loss/x")])
+    files.sort(key=lambda f: f[0][0])
+    assert [[(step, value) for _, step, value in f] for f in files] == [
+        [(1, 1.0), (2, 2.0), (3, 3.0)], [(3, 30.0)]]
+    # The resumed file tells TensorBoard to drop what the lost iteration logged (steps >= 3 of
+    # earlier files), so it shows 1, 2, 30.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    resumed_file = max(tmp_path.glob("events.out.tfevents.*"),
+                       key=lambda p: next(iter(EventFileLoader(str(p)).Load())).wall_time)
+    assert any(e.HasField("session_log") and e.session_log.status == SessionLog.START
+               and e.step == 3 for e in EventFileLoader(str(resumed_file)).Load())
 
 
 @pytest.mark.slow
