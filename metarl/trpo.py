@@ -2,8 +2,8 @@
 
 Pure functions on flat parameter vectors ``[P]``: conjugate gradient, Hessian-vector products
 of a scalar taken through any computation of the params (the MAML adaptation included), the
-same curvature in Gauss-Newton form, the step scaled to the KL bound, and a backtracking line search that keeps the old parameters
-unless a finite, improving step within the bound is found.
+same curvature in Gauss-Newton form, the step scaled to the KL bound, and a backtracking line
+search that keeps the old parameters unless a finite, improving step within the bound is found.
 """
 
 from __future__ import annotations
