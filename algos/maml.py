@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from metarl import distributed
 from metarl.adapt import adapt_tasks, task_losses
 from metarl.algos.supervised import AdamOuterLoop, build
 from metarl.config import MetaConfig
@@ -27,6 +28,8 @@ class MAML(AdamOuterLoop):
     name: ClassVar[str] = "maml"
     kind: ClassVar[str] = "supervised"
     first_order: ClassVar[bool] = False
+    distributed: ClassVar[bool] = True
+    """Splits its meta-batches over torchrun's processes (:mod:`metarl.distributed`)."""
 
 
 @dataclass(frozen=True)
@@ -52,19 +55,21 @@ def train(algo: MAML, family: TaskFamily, cfg: MetaConfig, run: Run,
     # 1: randomly initialise theta (and, for Meta-SGD, alpha)
     model, learner = build(family, algo, cfg, resume)
     loss = loss_fn(family, model)
+    mine = distributed.my_tasks(cfg.meta_batch)  # under torchrun, this process's share
 
     # 2: while not done do
     for iteration in range(learner.iteration, cfg.iterations):
         # 3: sample a batch of tasks T_i ~ p(T), each with K support and Q query examples
-        tasks = family.sample(cfg.meta_batch, learner.generator).to(cfg.device)
+        tasks = family.sample(cfg.meta_batch, learner.generator)[mine].to(cfg.device)
         # 4-7: adapted params theta'_i = theta - alpha * grad L_Ti(f_theta) on the support set,
         #      all tasks in one vmapped call
         adapted = adapt_tasks(loss, learner.params, tasks.support, rule=learner.rule,
                               steps=cfg.inner_steps, first_order=algo.first_order)
         # 8: the outer loss of each adapted model on its task's query set
         outer_loss = task_losses(loss, adapted, tasks.query).mean()
-        # 10: theta <- theta - beta * grad_theta sum_i L_Ti(f_theta'_i)  (Adam)
-        learner.step(outer_loss)
+        # 10: theta <- theta - beta * grad_theta sum_i L_Ti(f_theta'_i)  (Adam), the gradient
+        #     all-reduced over torchrun's processes
+        outer_loss = distributed.step(learner, outer_loss, mine, cfg.meta_batch)
 
         learner.iteration = iteration + 1
         run.end_iteration(learner.iteration, lambda: {"loss/query": outer_loss.item()},

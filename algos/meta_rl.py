@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from metarl.config import RLConfig, torch_device
 from metarl.envs import ENV_IDS, make_batched
 from metarl.envs import horizon as default_horizon
+from metarl.envs.ray_sampler import RaySampler
 from metarl.envs.replay import make_env, replay
 from metarl.episodes import Episodes
 from metarl.errors import CheckpointError, ConfigError
@@ -63,16 +64,18 @@ class Rollouts(NamedTuple):
 @dataclass
 class Problem:
     """A task family ready to sample: its Gymnasium env (for ``sample_tasks``), a lockstep
-    simulator of ``num_tasks x episodes`` instances, the policy and its losses."""
+    simulator of ``num_tasks x episodes`` instances (or, with ``--sampler ray``, Ray actors
+    holding one for their shard of the tasks), the policy and its losses."""
 
     cfg: RLConfig
     env: Any
-    sim: BatchedSim
+    sim: BatchedSim | None
     policy: nn.Module
     losses: PolicyLosses
     horizon: int
     episodes: int
     _videos: Problem | None = field(default=None, repr=False)
+    remote: RaySampler | None = None
 
     @classmethod
     def build(cls, cfg: RLConfig, num_tasks: int | None = None, episodes: int | None = None,
@@ -84,14 +87,17 @@ class Problem:
                               f"{', '.join(ENV_IDS)}")
         episodes = episodes or cfg.episodes
         env = gymnasium.make(cfg.env_id).unwrapped
-        sim = make_batched(cfg.env_id, (num_tasks or cfg.meta_batch) * episodes)
+        ray = cfg.sampler == "ray"
+        sim = None if ray else make_batched(cfg.env_id, (num_tasks or cfg.meta_batch) * episodes)
         torch.manual_seed(cfg.seed if seed is None else seed)
         discrete = isinstance(env.action_space, gymnasium.spaces.Discrete)
         act_dim = env.action_space.n if discrete else env.action_space.shape[0]
         policy = make_policy(env.observation_space.shape[0], act_dim, cfg.hidden,
                              cfg.nonlinearity, discrete).to(torch_device(device or cfg.device))
+        remote = RaySampler(cfg.env_id, policy, episodes, cfg.ray_actors, cfg.ray_address,
+                            most=num_tasks or cfg.meta_batch) if ray else None
         return cls(cfg, env, sim, policy, PolicyLosses(policy),
-                   cfg.horizon or default_horizon(cfg.env_id), episodes)
+                   cfg.horizon or default_horizon(cfg.env_id), episodes, remote=remote)
 
     @property
     def device(self) -> torch.device:
@@ -123,8 +129,11 @@ class Problem:
         """``episodes`` trajectories of each task with its own params ``[N, ...]``, with the
         baseline advantages the losses need."""
         t0 = time.perf_counter()
-        episodes = sample(self.policy, params, tasks, self.sim, self.episodes, self.horizon,
-                          seed=seed, device=self.device)
+        if self.remote is not None:  # the same episodes, sampled on Ray actors
+            episodes = self.remote.sample(params, tasks, self.horizon, seed, self.device)
+        else:
+            episodes = sample(self.policy, params, tasks, self.sim, self.episodes, self.horizon,
+                              seed=seed, device=self.device)
         batch = policy_batch(episodes, self.cfg.gamma, self.cfg.gae_lambda)
         return Rollouts(batch, episodes.total_rewards.mean(-1), episodes.num_steps,
                         time.perf_counter() - t0, episodes, seed)

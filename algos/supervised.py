@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from metarl import distributed
 from metarl.config import MetaConfig, check, check_positive, torch_device
 from metarl.errors import ConfigError
 from metarl.evaluation import Predict
@@ -73,6 +74,7 @@ def build(family: TaskFamily, algo: SupervisedAlgorithm, cfg: MetaConfig,
     learner = Learner.create(params, algo.rule(params, cfg), algo.optimizer, cfg.seed)
     if resume is not None:
         learner.load_state_dict(resume)
+    distributed.check_replicas(learner)  # under torchrun: every process starts alike
     return model, learner
 
 

@@ -154,11 +154,29 @@ class RLConfig:
     video_every: int = 0
     """Every this many iterations, rollout videos of two fixed held-out tasks before and after
     adaptation go to TensorBoard (its Images tab); 0: none."""
+    sampler: Literal["local", "ray"] = "local"
+    """Where episodes are sampled: in this process, or on Ray actors each holding a simulator
+    for its shard of the meta-batch's tasks (pip install 'metarl[ray]'); same episodes."""
+    ray_address: str | None = None
+    """The Ray cluster of --sampler ray: HOST:PORT of its head, ray://HOST:PORT or auto
+    (default: a Ray started on this machine)."""
+    ray_actors: int | None = None
+    """Ray actors of --sampler ray, each sampling whole tasks on a CPU (default: one per free
+    CPU of the cluster, at most the meta-batch)."""
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("iterations", "meta_batch", "episodes", "log_every",
                                    "checkpoint_every", "torch_threads"))
         check_nonnegative_int("video_every", self.video_every)
+        check(self.sampler in ("local", "ray"),
+              f"sampler must be local or ray, got {self.sampler!r}")
+        check(self.sampler == "ray" or (self.ray_address is None and self.ray_actors is None),
+              "--ray-address and --ray-actors apply to --sampler ray; add it or drop them")
+        check(self.ray_actors is None or (isinstance(self.ray_actors, int)
+                                          and not isinstance(self.ray_actors, bool)
+                                          and 0 < self.ray_actors <= self.meta_batch),
+              f"ray_actors must be a positive integer up to the meta-batch ({self.meta_batch}: "
+              f"each actor samples whole tasks), got {self.ray_actors!r}; lower --ray-actors")
         check(self.outer_torch_threads is None or (isinstance(self.outer_torch_threads, int)
                                                    and self.outer_torch_threads > 0),
               f"outer_torch_threads must be a positive integer, got {self.outer_torch_threads!r}")

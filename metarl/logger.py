@@ -49,24 +49,30 @@ def non_finite(tree: Any, path: str = "") -> str | None:
 
 
 class Run:
-    """One training run: ``out_dir/config.json``, TensorBoard events and ``checkpoint.pt``."""
+    """One training run: ``out_dir/config.json``, TensorBoard events and ``checkpoint.pt``.
+
+    ``writes=False`` (the processes of a torchrun other than rank 0) keeps every check (a NaN
+    still stops the run on every process alike) and writes nothing."""
 
     def __init__(self, out_dir: str | Path, config: Mapping[str, Any], total: int, start: int = 0,
                  log_every: int = 1, checkpoint_every: int = 1000, progress: bool = True,
-                 video_every: int = 0) -> None:
+                 video_every: int = 0, writes: bool = True) -> None:
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
-        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
+        self.writes = writes
+        if writes:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
+            for stale in self.dir.glob("checkpoint.pt*.tmp"):  # left by a killed checkpoint write
+                stale.unlink(missing_ok=True)
         self.total, self.log_every, self.checkpoint_every = total, log_every, checkpoint_every
-        self.video_every = video_every
-        for stale in self.dir.glob("checkpoint.pt*.tmp"):  # left by a killed checkpoint write
-            stale.unlink(missing_ok=True)
+        self.video_every = video_every if writes else 0
         # A resumed run keeps what it logged up to its checkpoint and logs anew after it.
-        self.writer = SummaryWriter(str(self.dir), purge_step=start + 1 if start else None)
+        self.writer = SummaryWriter(str(self.dir), purge_step=start + 1 if start else None) \
+            if writes else None
         self.last_checkpoint = start
-        self.bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True,
-                        unit="it")
+        self.bar = tqdm(total=total, initial=start, disable=not (progress and writes),
+                        dynamic_ncols=True, unit="it")
         self._t0 = time.perf_counter()
 
     @property
@@ -81,6 +87,8 @@ class Run:
                 raise NonFiniteScalar(f"{key} is {value} at iteration {step}; lower the learning "
                                       f"rates ({LEARNING_RATES}), or resume from the last "
                                       "checkpoint")
+        if self.writer is None:
+            return
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
         peak = Usage.now().peak_rss_mb  # what the meta-batch costs, before it is scaled up
@@ -121,8 +129,11 @@ class Run:
                                  f"checkpoint of iteration {self.last_checkpoint} is kept; lower "
                                  f"the learning rates ({LEARNING_RATES})")
         self.last_checkpoint = iteration
+        if not self.writes:
+            return self.checkpoint_path
         return save_checkpoint(self.checkpoint_path, {"config": self.config, "state": dict(state)})
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.bar.close()

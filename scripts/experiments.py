@@ -8,7 +8,7 @@ the preset (``metarl-train sinusoid --outer-lr 3e-4`` picks the preset's default
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ from metarl.algos.supervised import check_family
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import subcommands
 from metarl.config import MetaConfig, RLConfig, check
-from metarl.envs import ENV_IDS
+from metarl.envs import ENV_IDS, ray_sampler
 from metarl.errors import CheckpointError, ConfigError
 from metarl.logger import Run
 from metarl.tasks import TaskFamily
@@ -112,6 +112,8 @@ class MetaRL(RunOptions):
         if self.rl.env_id not in ENV_IDS:
             raise ConfigError(f"unknown env id {self.rl.env_id!r}; choose one of "
                               f"{', '.join(ENV_IDS)}")
+        if self.rl.sampler == "ray":  # Ray installed, its cluster reachable
+            ray_sampler.check(self.rl.ray_address)
 
     def train(self, family: None, run: Run, resume: dict | None) -> None:
         with torch_threads(self.rl.torch_threads):
@@ -119,6 +121,12 @@ class MetaRL(RunOptions):
 
 
 Experiment = Supervised | MetaRL
+
+
+def local_sampling(rl: RLConfig) -> RLConfig:
+    """``rl`` sampling in this process: evaluating or watching a run trained on Ray needs no
+    cluster (where episodes are sampled is not part of a run)."""
+    return replace(rl, sampler="local", ray_address=None, ray_actors=None)
 
 
 def load_run(path: str | Path, device: str = "cpu") -> dict[str, Any]:
@@ -150,8 +158,10 @@ def upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
         rl = dict(config["rl"])
         name, pretrain, first_order, outer_lr = (rl.pop(k) for k in ("algo", "pretrain",
                                                                       "first_order", "outer_lr"))
+        # Fields added to TrustRegion since v1 keep their defaults.
         trpo = {"__class__": "TrustRegion", **{f.name: rl.pop(f.name)
-                                                 for f in dataclasses.fields(TrustRegion)}}
+                                                 for f in dataclasses.fields(TrustRegion)
+                                                 if f.name in rl}}
         if pretrain and name != "maml-trpo":
             raise CheckpointError("this run is metarl 0.1's pretraining baseline with a "
                                   "REINFORCE outer step, which this version does not train; "

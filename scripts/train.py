@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metarl import distributed
 from metarl.algos import of_kind
 from metarl.cli import parse, subcommands, user_errors
 from metarl.config import from_dict, to_dict, torch_device
@@ -28,7 +29,9 @@ PROG = "metarl-train"
 # Options that may differ between a run and its resumption.
 # The folder is where the run is, not part of what it is.
 RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "name", "device",
-             "torch_threads", "outer_torch_threads", "video_every"}
+             "torch_threads", "outer_torch_threads", "video_every",
+             "sampler", "ray_address", "ray_actors",  # where episodes are sampled, not which
+             "curvature"}  # how the exact KL curvature is taken, not what it is
 # Options of earlier versions, now algorithm subcommands.
 RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
            "--algo": "the algorithm is a subcommand: metarl-train nav2d maml-reinforce",
@@ -48,6 +51,20 @@ def _check_resumable(saved: dict, current: dict, path: str = "") -> None:
 
 
 def train(config: Experiment, progress: bool = True) -> Path:
+    """Train (or resume) ``config``'s run; under ``torchrun`` every process calls this, they
+    split each meta-batch, and rank 0 alone writes the run folder."""
+    if distributed.launched() and not getattr(config.algo, "distributed", False):
+        raise ConfigError(f"{config.algo.name} trains in one process: run it without torchrun "
+                          "(torchrun splits the meta-batches of maml, fomaml and metasgd; "
+                          "meta-RL samples on several cores with --sampler ray)")
+    created = distributed.init(config.settings.device)
+    try:
+        return _train(config, progress)
+    finally:
+        distributed.finish(created)
+
+
+def _train(config: Experiment, progress: bool) -> Path:
     run_dir = Path(config.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; name a folder for the run")
@@ -72,11 +89,13 @@ def train(config: Experiment, progress: bool = True) -> Path:
     start = resume["iteration"] if resume else 0
     run = Run(run_dir, to_dict(config), total=settings.iterations, start=start,
               log_every=settings.log_every, checkpoint_every=settings.checkpoint_every,
-              progress=progress, video_every=getattr(settings, "video_every", 0))
+              progress=progress, video_every=getattr(settings, "video_every", 0),
+              writes=distributed.is_writer())
     try:
         config.train(family, run, resume)
     finally:
         run.close()
+    distributed.barrier()  # the checkpoint is written when any process returns
     return run.checkpoint_path
 
 
@@ -96,7 +115,7 @@ def _description() -> str:
     lines = ["metarl-train PRESET [ALGORITHM] [--option value ...]: meta-train and checkpoint a "
              "run. The algorithm (default: the preset's) and its options follow the "
              "preset; metarl-train PRESET ALGORITHM --help lists every option.", ""]
-    for kind, label, presets in (("supervised", "supervised", "sinusoid*, omniglot-*"),
+    for kind, label, presets in (("supervised", "supervised", "sinusoid*, omniglot-*, ntrex*"),
                                  ("rl", "meta-RL", "nav2d*, cheetah-*, ant-*")):
         lines.append(f"Algorithms of the {label} presets ({presets}) and their own options:")
         for cls in of_kind(kind):
@@ -119,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = parse(presets, args, PROG, _description())
     with user_errors(PROG):
         path = train(config)
-        print(f"checkpoint: {path}")
+        if distributed.is_writer():
+            print(f"checkpoint: {path}")
 
 
 if __name__ == "__main__":

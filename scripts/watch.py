@@ -38,7 +38,7 @@ from metarl.envs.tasks import DirectionTask, GoalTask, VelocityTask
 from metarl.errors import ConfigError
 from metarl.memory import tune_allocator
 from metarl.params import params_of
-from metarl.scripts.experiments import MetaRL, config_types, load_run
+from metarl.scripts.experiments import MetaRL, config_types, load_run, local_sampling
 from metarl.scripts.presets import task_types
 from metarl.video import FORMATS, Window, one_after_another, side_by_side, write_video
 
@@ -101,7 +101,7 @@ def watch(args: Watch) -> Path | None:
     if not isinstance(config, MetaRL):
         raise ConfigError(f"{args.run} is a supervised run; {PROG} plays meta-RL policies "
                           "(metarl-evaluate evaluates supervised runs)")
-    problem = Problem.build(config.rl, 1, args.episodes)
+    problem = Problem.build(local_sampling(config.rl), 1, args.episodes)
     theta = params_of(problem.policy)
     load_state(theta, checkpoint["state"])
     task = chosen_task(problem, args)
