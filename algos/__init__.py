@@ -18,10 +18,12 @@ from metarl.algos import (
     maml_trpo,
     matching_nets,
     meta_lstm,
+    metanmt,
     pretrain,
     pretrain_trpo,
     protonets,
     reptile,
+    scratch,
 )
 
 # One line per algorithm: config type -> training loop.
@@ -34,6 +36,8 @@ ALGORITHMS: dict[type, Callable[..., None]] = {
     protonets.ProtoNets: protonets.train,
     matching_nets.MatchingNets: matching_nets.train,
     meta_lstm.MetaLSTM: meta_lstm.train,
+    metanmt.MetaNMT: maml.train,
+    scratch.Scratch: scratch.train,
     maml_trpo.MAMLTRPO: maml_trpo.train,
     maml_reinforce.MAMLReinforce: maml_reinforce.train,
     pretrain_trpo.PretrainTRPO: pretrain_trpo.train,

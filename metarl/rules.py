@@ -106,6 +106,42 @@ class SGDOn:
         return {}
 
 
+@dataclass(frozen=True)
+class Adam:
+    """Adam (Kingma & Ba, 2015) as an inner rule: its moments and step count are the rule's
+    state, carried from step to step of one task (per task under vmap). Gu et al. (2018)
+    adapt to each language with Adam steps.
+
+    The epsilon sits inside the square root, ``m / sqrt(v + eps^2)``: a gradient entry of 0
+    (an embedding row a batch does not use) then has a finite second derivative, so
+    second-order meta-gradients through the rule stay finite.
+    """
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def init(self, params: Params) -> dict[str, Any]:
+        like = next(iter(params.values()))
+        return {"m": {k: torch.zeros_like(p) for k, p in params.items()},
+                "v": {k: torch.zeros_like(p) for k, p in params.items()},
+                "t": like.new_zeros(())}
+
+    def update(self, params: Params, grads: Params, state: Any, loss: Tensor
+               ) -> tuple[Params, Any]:
+        b1, b2 = self.betas
+        t = state["t"] + 1
+        m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
+        v = {k: b2 * state["v"][k] + (1 - b2) * g * g for k, g in grads.items()}
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        new = {k: p - self.lr * (m[k] / c1) / torch.sqrt(v[k] / c2 + self.eps ** 2)
+               for k, p in params.items()}
+        return new, {"m": m, "v": v, "t": t}
+
+    def parameters(self) -> Params:
+        return {}
+
+
 def preprocess(x: Tensor, p: float = 10.0) -> Tensor:
     """Andrychowicz et al. (2016), Appendix A: ``x [...]`` -> ``[..., 2]``, ``(log|x| / p,
     sign x)`` where ``|x| >= e^-p``, else ``(-1, e^p x)``: inputs of every magnitude on one
