@@ -3,7 +3,10 @@
 ``torch.autograd.grad(..., create_graph=True)`` (how learn2learn and higher adapt), measured
 side by side in one run; and the time to sample a meta-batch against the model's time.
 
-    python benchmarks/bench_omniglot.py [--repeats 5] [--threads 2] [--device cpu]
+    python benchmarks/bench_omniglot.py [--repeats 5] [--threads 2] [--device cpu] [--profile]
+
+``--profile`` adds where a vmapped step's time goes (torch.profiler, self CPU time by operator
+family): the convolutions' forward, backward and double backward against everything else.
 
 Reads the data from the usual places (``--data-dir``, $METARL_DATA, ../shared/data/omniglot).
 """
@@ -36,6 +39,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where a vmapped step's time goes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -100,6 +105,31 @@ def main() -> None:
     print(f"sampling a meta-batch {1e3 * statistics.median(sample):.2f} ms   vmap model step "
           f"{1e3 * statistics.median(v):.0f} ms   ratio model/sampling "
           f"{statistics.median(sample_ratios):.0f}x")
+    if args.profile:
+        profile(vmap_step, batches, optimizer)
+
+
+def profile(step, batches, optimizer) -> None:
+    """Self CPU time of one vmapped meta-iteration's operators, grouped into convolutions
+    (any ``conv`` operator, forward or backward), batch norm's tensor ops are not separable
+    from the rest, so the rest is one group."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for i in range(2):  # warm-up
+        optimizer.zero_grad()
+        step(batches[i]).backward()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(3):
+            optimizer.zero_grad()
+            step(batches[i]).backward()
+    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in rows)
+    conv = sum(t for k, t in rows if "conv" in k.lower())
+    top = sorted(rows, key=lambda r: -r[1])[:8]
+    print(f"profile of 3 vmapped meta-iterations: convolution operators {100 * conv / total:.0f}% "
+          f"of self CPU time (ratio conv/rest {conv / max(total - conv, 1e-9):.2f}); top: "
+          + ", ".join(f"{k} {100 * t / total:.0f}%" for k, t in top))
 
 
 if __name__ == "__main__":
