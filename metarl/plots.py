@@ -17,7 +17,9 @@ def plot_curves(path: str | Path, steps: Sequence[int], curves: Mapping[str, tup
     """``curves[label] = (means, ci95)`` against ``steps``, with 95% bands."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (mean, ci) in curves.items():
-        line, = ax.plot(steps, mean, marker="o", ms=3, label=label)
+        # An oracle (a policy trained on each task, Finn et al. 2017 Fig. 5) takes no steps.
+        style = dict(ls="--") if label.startswith("oracle") else dict(marker="o", ms=3)
+        line, = ax.plot(steps, mean, label=label, **style)
         lo = [m - c for m, c in zip(mean, ci)]
         hi = [m + c for m, c in zip(mean, ci)]
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)

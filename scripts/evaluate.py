@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from metarl.algos.meta_rl import (
     rollouts_after_steps,
     step_title,
 )
+from metarl.algos.oracle import oracle_returns
 from metarl.algos.supervised import at_test, build
 from metarl.cli import parse, user_errors
 from metarl.config import (
@@ -46,9 +47,17 @@ from metarl.memory import tune_allocator
 from metarl.params import forward_fn, params_of
 from metarl.plots import plot_trajectories
 from metarl.report import print_table, summarize, write
-from metarl.scripts.experiments import Experiment, MetaRL, Supervised, config_types, load_run
+from metarl.scripts.experiments import (
+    Experiment,
+    MetaRL,
+    Supervised,
+    config_types,
+    load_run,
+    local_sampling,
+)
 from metarl.scripts.presets import task_types
 from metarl.tasks import loss_fn
+from metarl.translation import TranslationTest, print_report, write_report
 from metarl.video import write_video
 
 # Finn et al. (2017), Figure 5 / Table: mean return of MAML after 0, 1, 2, 3 gradient steps.
@@ -81,6 +90,12 @@ class Evaluate:
     """RL: write one video (MP4) per held-out task and number of steps into this folder."""
     video_tasks: int = 4
     """RL, with --video: how many of the held-out tasks get videos (the first ones)."""
+    oracle: str | None = None
+    """RL: a metarl-oracle run (its folder or returns.json) on these held-out tasks, drawn as
+    the oracle line (Finn et al. 2017, Fig. 5)."""
+    translation: TranslationTest = field(default_factory=TranslationTest)
+    """Translation runs (ntrex): the meta-test (fine-tuning per language and budget, BLEU and
+    chrF++); --steps or --tasks ask for the few-shot curve of token loss instead."""
 
     def __post_init__(self) -> None:
         check(len(self.runs) > 0, "name at least one run directory to evaluate")
@@ -114,6 +129,8 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
     for path in args.runs:
         checkpoint = load_run(path, args.device)
         config = from_dict(checkpoint["config"], types)
+        if isinstance(config, MetaRL):  # evaluation samples here, wherever training did
+            config = replace(config, rl=local_sampling(config.rl))
         bad = non_finite(checkpoint["state"]["params"])
         if bad is not None:
             raise CheckpointError(f"{path} holds NaN or infinite parameters ({bad}); evaluate "
@@ -137,10 +154,12 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
 def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evaluate) -> dict:
     for option, value in (("--episodes", args.episodes), ("--later-lr-scale",
                                                            args.later_lr_scale),
-                          ("--video", args.video)):
+                          ("--video", args.video), ("--oracle", args.oracle)):
         check(value is None, f"{option} applies to meta-RL runs; these runs are supervised")
     steps = 10 if args.steps is None else args.steps
     family = next(iter(runs.values()))[0].prepare()
+    if hasattr(family, "meta_test") and args.steps is None and args.tasks is None:
+        return evaluate_translation(family, runs, args)
     num_tasks = args.tasks or getattr(family, "eval_tasks", 100)
     tasks = family.sample(num_tasks, torch.Generator().manual_seed(args.seed), split="test")
     tasks = tasks.to(args.device)
@@ -168,6 +187,24 @@ def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evalu
         figures.append(family.figure(out / "fits.png", tasks, predictors).name)
     print_table(summary, family.metrics)
     print(f"wrote {out}/{', '.join(figures)}")
+    return summary
+
+
+def evaluate_translation(family: Any, runs: Mapping[str, tuple[Supervised, dict]],
+                         args: Evaluate) -> dict:
+    """Gu et al.'s meta-test: every run fine-tuned on each target language and budget, its test
+    translations scored (``family.meta_test``); ``results.json`` keeps every seed's scores."""
+    starts, iterations = {}, {}
+    for label, (config, state) in runs.items():
+        model, learner = build(family, config.algo, replace(config.meta, device=args.device),
+                               state)
+        starts[label] = model, at_test(config.algo, family, model, learner).params
+        iterations[label] = learner.iteration
+    summary = {**family.meta_test(starts, args.translation, args.device),
+               "iterations": iterations}
+    out = write_report(args.out or f"results/{family.tag}", summary)
+    print_report(summary)
+    print(f"wrote {out}/results.json, results.csv")
     return summary
 
 
@@ -205,6 +242,9 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
     env = first.env_id.split("/")[-1].removesuffix("-v0")
     out = Path(args.out or f"results/{env}")
     runs = {**runs, "random init": (MetaRL(rl=first), None)}
+    # Finn et al. 2017, Fig. 5: a policy trained on each task; checked before adapting
+    oracle = None if args.oracle is None else oracle_returns(args.oracle, first, num_tasks,
+                                                             args.seed)
     values, iterations, paths = {}, {}, {}
     for label, (config, state) in tqdm(runs.items(), desc="adapting", unit="run",
                                        dynamic_ncols=True):
@@ -221,6 +261,9 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
                         for s, r in enumerate(rollouts)}
         if args.video is not None:
             write_videos(Path(args.video) / slug(label), problem, rollouts, args.video_tasks)
+    if oracle is not None:  # it takes no steps: the same return at every step
+        values[oracle[0]] = {RETURN.name: oracle[1][:, None].expand(-1, steps + 1)}
+        iterations[oracle[0]] = None
     published = {f"Finn et al. 2017 (MAML, {k})": v for k, v in PUBLISHED.items()
                  if env.startswith(k)}
     summary = summarize(first.env_id, [RETURN], values, iterations, tasks=num_tasks,
