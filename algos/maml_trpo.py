@@ -177,23 +177,11 @@ def curvature_product(trust: TrustRegion, losses: PolicyLosses, theta: Params,
     if trust.curvature == "double-backward":
         kl = curvature_kl(trust, losses, theta, supports, query, adapted, reference, adapt)
         return hessian_vector_product(kl, list(theta.values()), damping=trust.cg_damping)
-    k = num_curvature_tasks(query.num_tasks, trust.cg_subsample)
-    subset = slice(k)
-    query, reference = query.select_tasks(subset), tuple(r[:k] for r in reference)
-    if trust.cg_first_order:
-        # theta'_i = theta + (theta'_i - theta) held constant: Jacobian I.
-        steps = {name: (adapted[name][:k] - theta[name]).detach() for name in theta}
-
-        def params_of_theta(params: Params) -> Params:
-            return {name: params[name] + steps[name] for name in params}
-    else:
-        supports = [s.select_tasks(subset) for s in supports]
-
-        def params_of_theta(params: Params) -> Params:
-            return adapt(supports, k, params)
+    params_of, query, reference = curvature_tasks(trust, theta, supports, query, adapted,
+                                                  reference, adapt)
 
     def outputs(params: Params) -> tuple[torch.Tensor, ...]:
-        return vmap(losses.outputs)(params_of_theta(params), query)
+        return vmap(losses.outputs)(params_of(params), query)
 
     def divergence(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return vmap(losses.divergence)(outputs, query, reference).mean()
@@ -204,24 +192,32 @@ def curvature_product(trust: TrustRegion, losses: PolicyLosses, theta: Params,
 def curvature_kl(trust: TrustRegion, losses: PolicyLosses, theta: Params,
                  supports: Sequence[PolicyBatch], query: PolicyBatch, adapted: Params,
                  reference: tuple, adapt) -> torch.Tensor:
-    """The mean KL whose Hessian at theta_old conjugate gradient uses: through the second-order
-    adaptation (exact), or with the adapted params' dependence on theta taken as the identity
-    (``cg_first_order``: the Fisher of the adapted policies); over ``cg_subsample`` of the
-    tasks. ``adapted`` and ``reference`` are the full batch's adapted params and outputs;
-    ``adapt(supports, num_tasks)`` adapts theta with a graph."""
+    """The mean KL whose Hessian at theta_old conjugate gradient uses, a function of theta
+    through :func:`curvature_tasks`; ``adapted`` and ``reference`` are the full batch's adapted
+    params and outputs, ``adapt(supports, num_tasks, params)`` adapts ``params`` with a graph."""
     if trust.cg_subsample >= 1 and not trust.cg_first_order:
-        return mean_over_tasks(losses.kl, adapted, query, reference)
+        return mean_over_tasks(losses.kl, adapted, query, reference)  # the graph g used
+    params_of, query, reference = curvature_tasks(trust, theta, supports, query, adapted,
+                                                  reference, adapt)
+    return mean_over_tasks(losses.kl, params_of(theta), query, reference)
+
+
+def curvature_tasks(trust: TrustRegion, theta: Params, supports: Sequence[PolicyBatch],
+                    query: PolicyBatch, adapted: Params, reference: tuple, adapt
+                    ) -> tuple[Callable[[Params], Params], PolicyBatch, tuple]:
+    """The tasks the curvature uses (the first ``cg_subsample`` of them): their adapted params
+    as a function of theta, their query batch and their old outputs. The params go through the
+    inner step (exact: these tasks re-adapted on all their support episodes, the same values as
+    the full batch's with a graph k/N the size), or are theta plus its step held constant
+    (``cg_first_order``: the same values, Jacobian I, the Fisher of the adapted policies)."""
     k = num_curvature_tasks(query.num_tasks, trust.cg_subsample)
+    query, reference = query.select_tasks(slice(k)), tuple(r[:k] for r in reference)
     if trust.cg_first_order:
-        # theta'_i = theta + (theta'_i - theta) held constant: the same values, Jacobian I.
-        params = {name: theta[name] + (adapted[name][:k] - theta[name]).detach()
-                  for name in theta}
-    else:
-        # Re-adapt only these tasks, on all their support episodes: the same params as the
-        # full batch's, with a graph k/N the size.
-        params = adapt([s.select_tasks(slice(k)) for s in supports], k)
-    return mean_over_tasks(losses.kl, params, query.select_tasks(slice(k)),
-                           tuple(r[:k] for r in reference))
+        steps = {name: (adapted[name][:k] - theta[name]).detach() for name in theta}
+        return (lambda params: {name: params[name] + steps[name] for name in params}), \
+            query, reference
+    supports = [s.select_tasks(slice(k)) for s in supports]
+    return (lambda params: adapt(supports, k, params)), query, reference
 
 
 def num_curvature_tasks(num_tasks: int, fraction: float) -> int:

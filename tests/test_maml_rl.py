@@ -140,7 +140,7 @@ def test_first_order_curvature_is_exact_without_adaptation():
         for cg_first_order in (False, True):
             kl = curvature_kl(TrustRegion(cg_first_order=cg_first_order), batch.losses,
                               batch.theta, batch.supports, batch.query, adapted, reference,
-                              lambda s, n, b=batch: _adapt(b, b.theta, s, n))
+                              lambda s, n, p, b=batch: _adapt(b, p, s, n))
             products.append(hessian_vector_product(kl, leaves)(v))
         gaps.append(((products[0] - products[1]).norm() / products[0].norm()).item())
     assert gaps[0] < 1e-5 < 1e-3 < gaps[1]
@@ -158,7 +158,7 @@ def test_subsampled_curvature_is_the_exact_curvature_of_a_subset_of_tasks(cg_fir
         adapted = _adapt(batch, batch.theta, supports, num_tasks)
         kl = curvature_kl(trust, batch.losses, batch.theta, supports, query, adapted,
                           old_outputs(batch.losses, adapted, query),
-                          lambda s, n: _adapt(batch, batch.theta, s, n))
+                          lambda s, n, p: _adapt(batch, p, s, n))
         return hessian_vector_product(kl, leaves)(v)
 
     trust = TrustRegion(cg_subsample=0.5, cg_first_order=cg_first_order)
