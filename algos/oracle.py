@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from metarl.algos.meta_rl import Problem, torch_threads
+from metarl.checkpoint import write_atomically
 from metarl.config import (
     RLConfig,
     check,
@@ -204,11 +203,7 @@ def run(oracle: Oracle, rl: RLConfig, state: dict[str, Any], tasks: Sequence[Any
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Written atomically: an interrupted run keeps the tasks it finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def read(path: str | Path) -> dict[str, Any]:

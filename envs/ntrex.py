@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from metarl.checkpoint import write_atomically
 from metarl.config import check, check_nonnegative_int, check_positive_ints
 from metarl.errors import ConfigError, DataError
 from metarl.params import Params
@@ -292,10 +293,7 @@ def tokenizer(text: Sequence[str], vocab_size: int, cache_dir: str | None = None
         fix = "raise it" if "smaller than" in why else "lower it"
         raise ConfigError(f"{option} {vocab_size} does not fit the training text "
                           f"(sentencepiece: {why}); {fix}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write(model.getvalue()))
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
 
 

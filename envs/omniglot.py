@@ -41,6 +41,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from metarl.checkpoint import write_atomically
 from metarl.config import check, check_nonnegative_int
 from metarl.conv4 import Conv4, Downsample
 from metarl.errors import DataError
@@ -420,8 +421,6 @@ def load(root: Path, size: int = 28, cache_dir: str | None = None) -> tuple[Tens
         except Exception:  # a truncated or foreign file: decode again and overwrite it
             pass
     images, characters = decode(root, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": images, "characters": characters, "image_size": size}, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(
+        {"images": images, "characters": characters, "image_size": size}, f))
     return images, characters

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -17,13 +18,16 @@ v1 files (the algorithm named by a field) are still read, and upgraded by the co
 READABLE = ("metarl-checkpoint-v1", FORMAT)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(file)`` into a temporary ``<name>*.tmp`` beside ``path``, then renamed over it:
+    readers see the old file or the whole new one, never half of one (checkpoints, results,
+    caches). A killed write leaves the temporary file, which the next run may remove."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -31,6 +35,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    return write_atomically(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def resolve(path: str | Path) -> Path:
