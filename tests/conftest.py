@@ -78,13 +78,14 @@ def one_clear_line(capsys) -> Callable[..., None]:
     standard error, ``<command>: error: ...`` holding ``match``, and no traceback."""
 
     def check(main: Callable[[list[str]], None], argv: list[str], match: str) -> None:
+        capsys.readouterr()  # what earlier calls printed
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code in (1, 2)
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and "Traceback" not in err[0], err
         assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:",
-                                  "metarl-watch: error:")), err[0]
+                                  "metarl-watch: error:", "metarl-oracle: error:")), err[0]
         assert match in err[0], err[0]
 
     return check

@@ -288,16 +288,6 @@ def test_trpo_oracle(tmp_path):
 # --- bad input: one line naming the option or file and the fix --------------------------
 
 
-def _one_line(capsys, main, argv, match, prog):
-    capsys.readouterr()  # what earlier calls printed
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code in (1, 2)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith(f"{prog}: error:") and match in err[0], err[0]
-
-
 def _one_line_error(error, match, call, *args, **kwargs):
     with pytest.raises(error, match=match) as e:
         call(*args, **kwargs)
@@ -351,21 +341,18 @@ def test_export_bad_policies_are_one_line_errors(tmp_path):
     (["nav2d", "--learning-rate", "-1"], "learning_rate must be a positive number"),
     (["nav2d", "--resume", "--out", "{tmp}/none"], "holds no oracle run"),
 ])
-def test_oracle_options(argv, match, capsys, tmp_path):
-    _one_line(capsys, oracle.main, [a.format(tmp=tmp_path) for a in argv], match,
-              "metarl-oracle")
+def test_oracle_options(argv, match, one_clear_line, tmp_path):
+    one_clear_line(oracle.main, [a.format(tmp=tmp_path) for a in argv], match)
 
 
-def test_oracle_files_given_to_evaluate(nav_run, tmp_path, one_clear_line, capsys):
+def test_oracle_files_given_to_evaluate(nav_run, tmp_path, one_clear_line):
     out = tmp_path / "o"
     small = ["--tasks", "2", "--env-steps", "32", "--n-envs", "2", "--n-steps", "16",
              "--batch-size", "16", "--eval-episodes", "2", "--no-save-models"]
     oracle.main(["nav2d", *small, "--out", str(out)])
-    _one_line(capsys, oracle.main, ["nav2d", *small, "--out", str(out)], "already holds",
-              "metarl-oracle")
-    _one_line(capsys, oracle.main, ["nav2d", *small[:2], "--env-steps", "64", *small[4:],
-                                    "--out", str(out), "--resume"], "oracle differ",
-              "metarl-oracle")
+    one_clear_line(oracle.main, ["nav2d", *small, "--out", str(out)], "already holds")
+    one_clear_line(oracle.main, ["nav2d", *small[:2], "--env-steps", "64", *small[4:],
+                                 "--out", str(out), "--resume"], "oracle differ")
     run = [str(nav_run), "--tasks", "2", "--steps", "0", "--episodes", "2", "--out",
            str(tmp_path / "e")]
     one_clear_line(evaluate.main, [*run, "--oracle", str(tmp_path / "none")],
