@@ -100,20 +100,26 @@ def my_tasks(meta_batch: int) -> slice:
     return shards(meta_batch, size)[rank]
 
 
-def all_reduce_meta_gradient(tensors: Sequence[Tensor], loss: Tensor, share: float) -> Tensor:
+def all_reduce_meta_gradient(tensors: Sequence[Tensor], loss: Tensor | None,
+                             share: float) -> Tensor | None:
     """Replace each tensor's ``.grad`` (the gradient of this process's mean task loss) by the
     whole meta-batch's: the sum over processes of ``share`` (this process's fraction of the
-    tasks) times it, in one all-reduce; returns the whole meta-batch's mean ``loss`` likewise.
-    Tensors without a gradient keep none (they have none on any process)."""
+    tasks) times it, in one all-reduce; returns the whole meta-batch's mean ``loss`` likewise
+    (None without one). Tensors without a gradient keep none (they have none on any process)."""
     grads = [t.grad for t in tensors if t.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(
-        grads[0].dtype if grads else loss.dtype)]) * share
+    dtype = grads[0].dtype if grads else loss.dtype if loss is not None else torch.float32
+    extra = [] if loss is None else [loss.detach().reshape(1).to(dtype)]
+    flat = torch.cat([g.reshape(-1) for g in grads] + extra) * share
     dist.all_reduce(flat)
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
-    return flat[-1].to(loss.dtype)
+    return None if loss is None else flat[-1].to(loss.dtype)
+
+
+def _share(tasks: slice, meta_batch: int) -> float:
+    return (tasks.stop - tasks.start) / meta_batch
 
 
 def step(learner: Learner, loss: Tensor, tasks: slice, meta_batch: int) -> Tensor:
@@ -126,11 +132,28 @@ def step(learner: Learner, loss: Tensor, tasks: slice, meta_batch: int) -> Tenso
         return loss
     learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    share = (tasks.stop - tasks.start) / meta_batch
     params = [p for group in learner.optimizer.param_groups for p in group["params"]]
-    total = all_reduce_meta_gradient(params, loss, share)
+    total = all_reduce_meta_gradient(params, loss, _share(tasks, meta_batch))
     learner.optimizer.step()
     return total
+
+
+def reduce_grads(learner: Learner, tasks: slice, meta_batch: int) -> None:
+    """The ``.grad`` each process set from its ``tasks`` (a mean over them, e.g. Reptile's
+    direction) made the whole meta-batch's mean on every process; nothing in one process."""
+    if world()[1] > 1:
+        params = [p for group in learner.optimizer.param_groups for p in group["params"]]
+        all_reduce_meta_gradient(params, None, _share(tasks, meta_batch))
+
+
+def task_mean(value: Tensor, tasks: slice, meta_batch: int) -> Tensor:
+    """The whole meta-batch's mean of a scalar that is this process's mean over its
+    ``tasks`` (for logging); ``value`` itself in one process. Every process must call it."""
+    if world()[1] == 1:
+        return value
+    flat = value.detach().reshape(1) * _share(tasks, meta_batch)
+    dist.all_reduce(flat)
+    return flat[0]
 
 
 def check_replicas(learner: Learner) -> None:

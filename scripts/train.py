@@ -55,7 +55,7 @@ def train(config: Experiment, progress: bool = True) -> Path:
     split each meta-batch, and rank 0 alone writes the run folder."""
     if distributed.launched() and not getattr(config.algo, "distributed", False):
         raise ConfigError(f"{config.algo.name} trains in one process: run it without torchrun "
-                          "(torchrun splits the meta-batches of maml, fomaml and metasgd; "
+                          "(torchrun splits the meta-batches of maml, fomaml, metasgd and reptile; "
                           "meta-RL samples on several cores with --sampler ray)")
     created = distributed.init(config.settings.device)
     try:

@@ -23,6 +23,7 @@ import torch.utils._pytree as pytree
 
 from metarl import distributed
 from metarl.adapt import adapt_tasks, task_losses
+from metarl.algos.reptile import Reptile
 from metarl.checkpoint import load_checkpoint
 from metarl.config import MetaConfig, RLConfig
 from metarl.envs import make_batched
@@ -239,8 +240,9 @@ def meta_step(name: str, meta_batch: int = 4) -> dict[str, torch.Tensor]:
             **{f"after.{k}": v.detach() for k, v in tensors.items()}}
 
 
-def _sinusoid_run(out: Path, iterations: int, resume: bool = False):
-    return replace(PRESETS["sinusoid"][1], out=str(out), resume=resume,
+def _sinusoid_run(out: Path, iterations: int, resume: bool = False, algo=None):
+    preset = PRESETS["sinusoid"][1]
+    return replace(preset, out=str(out), resume=resume, algo=algo or preset.algo,
                    meta=MetaConfig(iterations=iterations, meta_batch=5, log_every=1,
                                    checkpoint_every=2))
 
@@ -254,10 +256,12 @@ def worker(out: Path) -> None:
     whole = train.train(_sinusoid_run(out / "whole", 3), progress=False)
     train.train(_sinusoid_run(out / "resumed", 2), progress=False)
     resumed = train.train(_sinusoid_run(out / "resumed", 3, resume=True), progress=False)
+    reptile = train.train(_sinusoid_run(out / "reptile", 3, algo=Reptile()), progress=False)
     rank, size = distributed.world()
     if rank == 0:
         torch.save({"size": size, "steps": steps, "whole": load_checkpoint(whole)["state"],
-                    "resumed": load_checkpoint(resumed)["state"]}, out / "worker.pt")
+                    "resumed": load_checkpoint(resumed)["state"],
+                    "reptile": load_checkpoint(reptile)["state"]}, out / "worker.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -275,17 +279,19 @@ def test_torchrun_gives_one_process_meta_gradients_and_rank_0_writes(tmp_path):
         for key, value in one.items():
             torch.testing.assert_close(got["steps"][name][key], value, rtol=1e-12, atol=1e-14,
                                        msg=f"{name} {key}")
-    # The same run in one process: the same meta-parameters up to float32 round-off.
-    alone = load_checkpoint(train.train(_sinusoid_run(tmp_path / "alone", 3),
-                                        progress=False))["state"]
-    for k, v in alone["params"].items():
-        torch.testing.assert_close(got["whole"]["params"][k], v, rtol=1e-4, atol=1e-5)
+    # The same runs in one process: the same meta-parameters up to float32 round-off.
+    for run, algo in (("whole", None), ("reptile", Reptile())):
+        alone = load_checkpoint(train.train(_sinusoid_run(tmp_path / f"alone-{run}", 3,
+                                                          algo=algo), progress=False))["state"]
+        for k, v in alone["params"].items():
+            torch.testing.assert_close(got[run]["params"][k], v, rtol=1e-4, atol=1e-5,
+                                       msg=f"{run} {k}")
     assert got["whole"]["iteration"] == 3
     # Resuming under torchrun continues exactly.
     for k, v in got["whole"]["params"].items():
         assert torch.equal(got["resumed"]["params"][k], v), k
     # Rank 0 alone wrote each run folder: one event file, one config, one checkpoint.
-    for run in ("whole", "resumed"):
+    for run in ("whole", "resumed", "reptile"):
         files = sorted(p.name for p in (tmp_path / run).iterdir())
         events = [f for f in files if f.startswith("events.out.tfevents")]
         assert len(events) == (2 if run == "resumed" else 1), files  # one per launch
@@ -320,7 +326,7 @@ def test_sampler_ray_without_ray_is_one_line(one_clear_line, monkeypatch, tmp_pa
 
 @pytest.mark.parametrize("argv, match", [
     (["nav2d"], "maml-trpo trains in one process"),
-    (["sinusoid", "reptile"], "reptile trains in one process"),
+    (["omniglot-5w1s", "protonets"], "protonets trains in one process"),
 ])
 def test_torchrun_of_an_algorithm_that_does_not_split_is_one_line(argv, match, one_clear_line,
                                                                    monkeypatch, tmp_path):
