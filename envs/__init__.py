@@ -34,6 +34,7 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 # ``sample_tasks``, ``set_task`` and ``make_batched(n, nthread, name)``.
 _FAMILIES = [
     ("point_nav", "Navigation2D", {"": 100}),
+    ("point_nav", "Navigation2DNormalized", {"": 100}),
     ("half_cheetah", "HalfCheetahVel", {"": 100, "H200": 200}),
     ("half_cheetah", "HalfCheetahDir", {"": 100, "H200": 200}),
     ("ant", "AntVel", {"": 100, "H200": 200}),

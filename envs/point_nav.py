@@ -4,6 +4,11 @@ The point starts at (0, 0); each task is a goal ``U[-0.5, 0.5]^2``. The action i
 ``[-0.1, 0.1]^2`` and added to the position; the reward is minus the Euclidean distance to the
 goal after the move; the episode terminates when both coordinates are within 0.01 of the goal.
 Observation: the position (2). Horizon 100 (the paper's and the reference code's).
+
+``Navigation2D`` takes the action in those units, as the public PyTorch reference does;
+``Navigation2DNormalized`` takes it in ``[-1, 1]^2`` and scales it by 0.1, as Finn et al.'s own
+code did (rllab's ``normalize`` wrapper around the same env), so a unit Gaussian's noise is a
+tenth of a step there instead of clipped to a full step.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ NAME = "Navigation2D"
 
 
 def navigation_step(
-    position: np.ndarray, action: np.ndarray, goal: np.ndarray
+    position: np.ndarray, action: np.ndarray, goal: np.ndarray, action_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``position, action, goal [B, 2] -> (position [B, 2], reward [B], terminated [B])``."""
-    position = position + np.clip(action, -MAX_STEP, MAX_STEP)
+    """``position, action, goal [B, 2] -> (position [B, 2], reward [B], terminated [B])``; the
+    move is ``action * action_scale`` clipped to the largest step."""
+    position = position + np.clip(action * action_scale, -MAX_STEP, MAX_STEP)
     offset = position - goal
     reward = -np.sqrt(np.square(offset).sum(1))
     terminated = (np.abs(offset) < SUCCESS_TOL).all(1)
@@ -57,15 +63,18 @@ class Navigation2DEnv(TaskEnv):
 
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
     name = NAME
+    action_scale: ClassVar[float] = 1.0
+    """The move is the action times this, clipped to [-0.1, 0.1]^2."""
     task_type = GoalTask
     task_bounds = ((-0.5, -0.5), (0.5, 0.5))
     default_task = GoalTask((0.25, 0.25))
 
     def __init__(self, task: GoalTask | None = None, render_mode: str | None = None,
                  width: int = 256, height: int = 256) -> None:
-        check_render_mode(render_mode, self.metadata, NAME)
+        check_render_mode(render_mode, self.metadata, self.name)
         self.render_mode, self.width, self.height = render_mode, width, height
-        self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, (2,), np.float32)
+        bound = MAX_STEP / self.action_scale
+        self.action_space = spaces.Box(-bound, bound, (2,), np.float32)
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float64)
         self._position = np.zeros(2)
         self._path = [self._position]
@@ -75,7 +84,7 @@ class Navigation2DEnv(TaskEnv):
     @classmethod
     def make_batched(cls, n: int, nthread: int = 0, name: str = NAME) -> Navigation2DBatchedSim:
         """The lockstep simulator of ``n`` points (numpy; ``nthread`` is unused)."""
-        return Navigation2DBatchedSim(n, name=name)
+        return Navigation2DBatchedSim(n, name=name, action_scale=cls.action_scale)
 
     def sample_tasks(self, n: int, rng: RNG = None) -> list[GoalTask]:
         return sample_tasks(n, rng)
@@ -92,8 +101,9 @@ class Navigation2DEnv(TaskEnv):
         return self._position.copy(), {"task": self.task}
 
     def step(self, action):
-        a = check_actions(action, (2,), NAME)[None]
-        pos, reward, terminated = navigation_step(self._position[None], a, self._goal)
+        a = check_actions(action, (2,), self.name)[None]
+        pos, reward, terminated = navigation_step(self._position[None], a, self._goal,
+                                                  self.action_scale)
         self._position = pos[0]
         self._path.append(self._position)
         return pos[0].copy(), float(reward[0]), bool(terminated[0]), False, {"task": self.task}
@@ -134,6 +144,14 @@ class Navigation2DEnv(TaskEnv):
         return np.asarray(image)
 
 
+class Navigation2DNormalizedEnv(Navigation2DEnv):
+    """The same task with actions in ``[-1, 1]^2``, scaled by 0.1 (Finn et al.'s code: rllab's
+    ``normalize``)."""
+
+    name = "Navigation2DNormalized"
+    action_scale: ClassVar[float] = MAX_STEP
+
+
 class Navigation2DBatchedSim(BatchedSim):
     """``n`` points in numpy; the start is deterministic, so seeds are accepted and unused."""
 
@@ -141,10 +159,10 @@ class Navigation2DBatchedSim(BatchedSim):
     act_dim = 2
     task_type = GoalTask
 
-    def __init__(self, n: int, name: str = NAME) -> None:
+    def __init__(self, n: int, name: str = NAME, action_scale: float = 1.0) -> None:
         if n < 1:
             raise ValueError(f"{name}: need at least one instance, got n={n}")
-        self.n, self.name = n, name
+        self.n, self.name, self.action_scale = n, name, action_scale
         self._goal: np.ndarray | None = None
         self._position = np.zeros((n, 2))
 
@@ -169,7 +187,8 @@ class Navigation2DBatchedSim(BatchedSim):
         if self._goal is None:
             raise RuntimeError(f"{self.name}: call reset(tasks, seeds) before step")
         a = check_actions(actions, (self.n, 2), self.name)
-        pos, reward, terminated = navigation_step(self._position, a, self._goal)
+        pos, reward, terminated = navigation_step(self._position, a, self._goal,
+                                                  self.action_scale)
         # Terminated points stay where they stopped (their later steps are masked anyway).
         self._position = pos if active is None else np.where(active[:, None], pos, self._position)
         return self._position.copy(), reward, terminated

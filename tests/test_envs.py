@@ -68,6 +68,28 @@ def test_navigation_reward_and_termination_by_hand():
     assert r == pytest.approx(-np.hypot(0.005, 0.005)) and term
 
 
+def test_normalized_navigation_is_the_same_task_in_tenth_steps():
+    """Finn et al.'s code (rllab's normalize): actions in [-1, 1]^2, scaled by 0.1, clipped."""
+    plain = gymnasium.make("metarl/Navigation2D-v0").unwrapped
+    unit = gymnasium.make("metarl/Navigation2DNormalized-v0").unwrapped
+    np.testing.assert_array_equal(unit.action_space.high, [1.0, 1.0])
+    task = GoalTask((0.3, -0.2))
+    actions = np.random.default_rng(0).normal(0.0, 1.0, (30, 2))
+    sims = [make_batched(i, 1) for i in ("metarl/Navigation2D-v0",
+                                         "metarl/Navigation2DNormalized-v0")]
+    for env, sim in zip((plain, unit), sims):
+        env.reset(options={"task": task})
+        sim.reset([task], [None])
+    for a in actions:
+        want = plain.step(0.1 * a)[:3]
+        got = unit.step(a)[:3]
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-15)
+        assert got[1:] == want[1:]
+        batched = [sim.step(x[None]) for sim, x in zip(sims, (0.1 * a, a))]
+        np.testing.assert_array_equal(batched[1][0], batched[0][0])
+        np.testing.assert_array_equal(batched[1][1], batched[0][1])
+
+
 def test_half_cheetah_rewards_by_hand():
     env = gymnasium.make("metarl/HalfCheetahVel-v0").unwrapped
     env.reset(seed=0, options={"task": VelocityTask(1.5)})
@@ -157,7 +179,7 @@ def test_rgb_array_rendering(env_id):
     env = gymnasium.make(env_id, render_mode="rgb_array", width=64, height=48)
     env.reset(seed=0)
     first = env.render()
-    env.step(env.action_space.sample())
+    env.step(env.action_space.high)  # a full step: a random one may move less than a pixel
     second = env.render()
     assert first.shape == second.shape == (48, 64, 3) and first.dtype == np.uint8
     assert not np.array_equal(first, second)
