@@ -82,9 +82,10 @@ class Navigation2DEnv(TaskEnv):
         super().__init__(task)
 
     @classmethod
-    def make_batched(cls, n: int, nthread: int = 0, name: str = NAME) -> Navigation2DBatchedSim:
+    def make_batched(cls, n: int, nthread: int = 0, name: str | None = None
+                     ) -> Navigation2DBatchedSim:
         """The lockstep simulator of ``n`` points (numpy; ``nthread`` is unused)."""
-        return Navigation2DBatchedSim(n, name=name, action_scale=cls.action_scale)
+        return Navigation2DBatchedSim(n, name=name or cls.name, action_scale=cls.action_scale)
 
     def sample_tasks(self, n: int, rng: RNG = None) -> list[GoalTask]:
         return sample_tasks(n, rng)

@@ -107,9 +107,10 @@ def all_reduce_meta_gradient(tensors: Sequence[Tensor], loss: Tensor | None,
     tasks) times it, in one all-reduce; returns the whole meta-batch's mean ``loss`` likewise
     (None without one). Tensors without a gradient keep none (they have none on any process)."""
     grads = [t.grad for t in tensors if t.grad is not None]
-    dtype = grads[0].dtype if grads else loss.dtype if loss is not None else torch.float32
-    extra = [] if loss is None else [loss.detach().reshape(1).to(dtype)]
-    flat = torch.cat([g.reshape(-1) for g in grads] + extra) * share
+    parts = [g.reshape(-1) for g in grads]
+    if loss is not None:
+        parts.append(loss.detach().reshape(1).to(grads[0].dtype if grads else loss.dtype))
+    flat = torch.cat(parts) * share
     dist.all_reduce(flat)
     offset = 0
     for g in grads:
@@ -122,6 +123,10 @@ def _share(tasks: slice, meta_batch: int) -> float:
     return (tasks.stop - tasks.start) / meta_batch
 
 
+def _params(learner: Learner) -> list[Tensor]:
+    return [p for group in learner.optimizer.param_groups for p in group["params"]]
+
+
 def step(learner: Learner, loss: Tensor, tasks: slice, meta_batch: int) -> Tensor:
     """:meth:`Learner.step` on this process's mean task ``loss`` over ``tasks`` of the
     meta-batch, with the meta-gradient all-reduced over the processes first, so every process
@@ -132,8 +137,7 @@ def step(learner: Learner, loss: Tensor, tasks: slice, meta_batch: int) -> Tenso
         return loss
     learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for group in learner.optimizer.param_groups for p in group["params"]]
-    total = all_reduce_meta_gradient(params, loss, _share(tasks, meta_batch))
+    total = all_reduce_meta_gradient(_params(learner), loss, _share(tasks, meta_batch))
     learner.optimizer.step()
     return total
 
@@ -142,8 +146,7 @@ def reduce_grads(learner: Learner, tasks: slice, meta_batch: int) -> None:
     """The ``.grad`` each process set from its ``tasks`` (a mean over them, e.g. Reptile's
     direction) made the whole meta-batch's mean on every process; nothing in one process."""
     if world()[1] > 1:
-        params = [p for group in learner.optimizer.param_groups for p in group["params"]]
-        all_reduce_meta_gradient(params, None, _share(tasks, meta_batch))
+        all_reduce_meta_gradient(_params(learner), None, _share(tasks, meta_batch))
 
 
 def task_mean(value: Tensor, tasks: slice, meta_batch: int) -> Tensor:
@@ -151,9 +154,7 @@ def task_mean(value: Tensor, tasks: slice, meta_batch: int) -> Tensor:
     ``tasks`` (for logging); ``value`` itself in one process. Every process must call it."""
     if world()[1] == 1:
         return value
-    flat = value.detach().reshape(1) * _share(tasks, meta_batch)
-    dist.all_reduce(flat)
-    return flat[0]
+    return all_reduce_meta_gradient((), value, _share(tasks, meta_batch))
 
 
 def check_replicas(learner: Learner) -> None:
