@@ -36,6 +36,29 @@ def plot_curves(path: str | Path, steps: Sequence[int], curves: Mapping[str, tup
     return Path(path)
 
 
+def plot_training(path: str | Path, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+                  ylabel: str, title: str, smooth: int = 1) -> Path:
+    """``curves[label] = (iterations, values)``: each run's logged values, faint, and their
+    trailing moving average over ``smooth`` points on top."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (steps, values) in curves.items():
+        line, = ax.plot(steps, values, lw=0.8, alpha=0.35 if smooth > 1 else 1.0,
+                        label=None if smooth > 1 else label)
+        if smooth > 1:
+            windows = [values[max(0, i - smooth + 1): i + 1] for i in range(len(values))]
+            averaged = [sum(w) / len(w) for w in windows]
+            ax.plot(steps, averaged, color=line.get_color(), lw=1.6, label=label)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_fits(path: str | Path, x, truth, support: tuple, predictions: Mapping[str, Mapping],
               title: str) -> Path:
     """One panel per method: the true function, the support points and the fitted curves

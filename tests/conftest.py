@@ -85,7 +85,8 @@ def one_clear_line(capsys) -> Callable[..., None]:
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and "Traceback" not in err[0], err
         assert err[0].startswith(("metarl-train: error:", "metarl-evaluate: error:",
-                                  "metarl-watch: error:", "metarl-oracle: error:")), err[0]
+                                  "metarl-watch: error:", "metarl-oracle: error:",
+                                  "metarl-curves: error:")), err[0]
         assert match in err[0], err[0]
 
     return check
