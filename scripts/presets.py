@@ -157,6 +157,10 @@ PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
                  meta_batch=20),
     "nav2d-paper": _rl("Navigation2D", "2D navigation, Finn et al. policy (100x100 ReLU).",
                        meta_batch=20, **_PAPER),
+    "nav2d-finn": _rl("Navigation2DNormalized", "2D navigation as Finn et al.'s code ran it: "
+                      "actions in [-1, 1]^2 scaled by 0.1, 100x100 ReLU, meta-batch 40, inner lr "
+                      "0.5, 100 iterations; evaluate with --episodes 40 as their test script.",
+                      meta_batch=40, inner_lr=0.5, iterations=100, **_PAPER),
     "cheetah-vel": _rl("HalfCheetahVel", "HalfCheetah velocity, reference (horizon 100).",
                        meta_batch=40),
     "cheetah-dir": _rl("HalfCheetahDir", "HalfCheetah direction, reference (horizon 100).",
