@@ -120,7 +120,8 @@ def test_rgb_array_frames_and_a_recorded_video(tmp_path, env_id, shape):
     frames = envs.render()
     assert len(frames) == 2 and all(f.shape == shape and f.dtype == np.uint8 for f in frames)
     assert all(f.std() > 0 for f in frames)  # something is drawn
-    envs.step(envs.action_space.sample())
+    # A full step: a random one can move the point less than a pixel.
+    envs.step(envs.action_space.high)
     moved = envs.render()
     assert not np.array_equal(moved[0], frames[0])
     video = wrappers.RecordVideo(envs, str(tmp_path), episode_trigger=lambda e: e == 0)
