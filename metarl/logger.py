@@ -51,39 +51,36 @@ def non_finite(tree: Any, path: str = "") -> str | None:
 def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
     """``(steps, values)`` of scalar ``tag`` in a run directory's TensorBoard event files.
 
-    A resumed run has one event file per session and may have logged the iterations between
-    its last checkpoint and an interruption twice: files are read in the order they were
-    started, so the later session's value of a step wins.
+    A resumed run has one event file per session, and the session before may have logged
+    iterations past its last checkpoint: as TensorBoard shows them, each session's values
+    replace the earlier sessions' from its first logged iteration on.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("events.out.tfevents.*"), key=_started)
+    files = list(run_dir.glob("events.out.tfevents.*"))
     if not files:
         raise MetarlError(f"{run_dir} has no TensorBoard event files; give a run directory "
                           "that metarl-train wrote")
-    by_step: dict[int, float] = {}
-    tags: set[str] = set()
+    sessions = []
     for file in files:
         acc = EventAccumulator(str(file), size_guidance={"scalars": 0})
         acc.Reload()
+        sessions.append((acc.FirstEventTimestamp(), file.name, acc))
+    by_step: dict[int, float] = {}
+    tags: set[str] = set()
+    for _, _, acc in sorted(sessions, key=lambda s: s[:2]):  # in the order they started
         tags.update(acc.Tags()["scalars"])
         if tag in acc.Tags()["scalars"]:
-            by_step.update({e.step: e.value for e in acc.Scalars(tag)})
+            events = acc.Scalars(tag)
+            first = min(e.step for e in events)
+            by_step = {step: v for step, v in by_step.items() if step < first}
+            by_step.update({e.step: e.value for e in events})
     if not by_step:
         raise MetarlError(f"{run_dir} logged no scalar {tag!r}; it has: "
                           f"{', '.join(sorted(tags)) or 'none'}")
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
-
-
-def _started(file: Path) -> tuple[int, int, str]:
-    """Sort key of ``events.out.tfevents.<unix time>.<host>.<pid>.<n>``: its start time, then
-    its counter (two writers in one second), then the name."""
-    parts = file.name.split(".")
-    stamp = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
-    counter = int(parts[-1]) if parts[-1].isdigit() else 0
-    return stamp, counter, file.name
 
 
 class Run:

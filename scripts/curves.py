@@ -6,7 +6,8 @@ runs side by side (Finn et al. 2017 plot it against meta-iterations)::
     metarl-curves runs/HalfCheetahDirH200-maml-trpo runs/HalfCheetahDirH200-maml-trpo-tasksub0.2 \\
         --labels exact "20% of the tasks" --smooth 10 --out cheetah-dir.png
 
-A resumed run's sessions are read in order, the later value of a re-logged iteration winning.
+A resumed run reads as TensorBoard shows it: each session's values replace the earlier
+sessions' from its first logged iteration on.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def _session(run_dir, steps, offset):
     writer.close()
 
 
-def test_a_resumed_run_reads_as_one_curve_with_the_later_session_winning(tmp_path):
+def test_a_resumed_run_reads_as_one_curve_as_tensorboard_shows_it(tmp_path):
     # The first session logged 1..5 and was interrupted after checkpointing at 3; the resumed
     # session logged 4..7 again, so 4 and 5 must read as the second session's values.
     _session(tmp_path, range(1, 6), offset=0.0)
@@ -25,6 +25,11 @@ def test_a_resumed_run_reads_as_one_curve_with_the_later_session_winning(tmp_pat
     steps, values = read_scalars(tmp_path, "returns/after_adaptation")
     assert steps == [1, 2, 3, 4, 5, 6, 7]
     assert values == [1.0, 2.0, 3.0, 104.0, 105.0, 106.0, 107.0]
+    # A third session logging every second iteration from 6 drops 7 too, as TensorBoard does.
+    _session(tmp_path, range(6, 12, 2), offset=1000.0)
+    steps, values = read_scalars(tmp_path, "returns/after_adaptation")
+    assert steps == [1, 2, 3, 4, 5, 6, 8, 10]
+    assert values == [1.0, 2.0, 3.0, 104.0, 105.0, 1006.0, 1008.0, 1010.0]
 
 
 def test_metarl_curves_draws_one_png_of_several_runs(tmp_path, capsys):
