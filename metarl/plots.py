@@ -25,15 +25,7 @@ def plot_curves(path: str | Path, steps: Sequence[int], curves: Mapping[str, tup
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
     for label, values in (reference or {}).items():
         ax.plot(steps[: len(values)], values[: len(steps)], "k--", lw=1, label=label)
-    ax.set_xlabel("gradient steps at test time")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, "gradient steps at test time", ylabel, title)
 
 
 def plot_training(path: str | Path, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
@@ -48,15 +40,7 @@ def plot_training(path: str | Path, curves: Mapping[str, tuple[Sequence[int], Se
             windows = [values[max(0, i - smooth + 1): i + 1] for i in range(len(values))]
             averaged = [sum(w) / len(w) for w in windows]
             ax.plot(steps, averaged, color=line.get_color(), lw=1.6, label=label)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, "meta-iteration", ylabel, title)
 
 
 def plot_fits(path: str | Path, x, truth, support: tuple, predictions: Mapping[str, Mapping],
@@ -107,6 +91,19 @@ def plot_trajectories(path: str | Path, goal: Sequence[float],
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _finish(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend one line plot, write it and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
