@@ -19,7 +19,7 @@ from typing import Annotated
 import tyro
 
 from metarl.cli import parse, user_errors
-from metarl.errors import ConfigError
+from metarl.config import check
 from metarl.logger import read_scalars
 from metarl.plots import plot_training
 
@@ -44,17 +44,14 @@ class Curves:
 
 
 def curves(args: Curves) -> Path:
-    if not args.runs:
-        raise ConfigError("give at least one run directory: metarl-curves RUN [RUN ...]")
-    if args.labels is not None and len(args.labels) != len(args.runs):
-        raise ConfigError(f"--labels gives {len(args.labels)} labels for {len(args.runs)} runs; "
-                          "give one per run")
-    if args.smooth < 1:
-        raise ConfigError(f"--smooth must be at least 1 (got {args.smooth})")
+    check(bool(args.runs), "give at least one run directory: metarl-curves RUN [RUN ...]")
+    check(args.labels is None or len(args.labels) == len(args.runs),
+          f"--labels gives {len(args.labels or ())} labels for {len(args.runs)} runs; "
+          "give one per run")
+    check(args.smooth >= 1, f"--smooth must be at least 1 (got {args.smooth})")
     for run in args.runs:
-        if not Path(run).is_dir():
-            raise ConfigError(f"run directory {run} does not exist; give a folder that "
-                              "metarl-train wrote")
+        check(Path(run).is_dir(), f"run directory {run} does not exist; give a folder that "
+              "metarl-train wrote")
     labels = args.labels or tuple(Path(run).name for run in args.runs)
     data = {label: read_scalars(run, args.tag) for label, run in zip(labels, args.runs)}
     out = Path(args.out)
