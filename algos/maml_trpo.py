@@ -54,12 +54,17 @@ class TrustRegion:
     adaptation. It misses the inner step's Jacobian, which grows as meta-training makes the
     policy sensitive to that step: on HalfCheetahDir the line search backtracked 1 step at
     first and ~11 of 15 by iteration 150, so the direction, not just the scale, degrades."""
-    curvature: Literal["double-backward", "gauss-newton"] = "double-backward"
-    """How conjugate gradient's KL curvature products are taken, both exact: a backward pass
-    through the KL gradient's graph (which holds the inner step's double backward), or the
-    Gauss-Newton form J^T F J (at theta_old the KL's gradient is zero, so its Hessian is J^T F
-    J with J the Jacobian of the adapted policy's outputs through the inner step and F the
-    Fisher of the output distribution): one forward-mode and one reverse pass per product."""
+    curvature: Literal["gauss-newton", "double-backward"] = "gauss-newton"
+    """How conjugate gradient's KL curvature products are taken, both exact: the Gauss-Newton
+    form J^T F J (at theta_old the KL's gradient is zero, so its Hessian is J^T F J with J the
+    Jacobian of the adapted policy's outputs through the inner step and F the Fisher of the
+    output distribution: one forward-mode and one reverse pass per product), or a backward pass
+    through the KL gradient's graph, which holds the inner step's double backward (the public
+    reference's way)."""
+    compile_curvature: bool = True
+    """``torch.compile`` the Gauss-Newton products (the first outer step pays the compilation,
+    which is cached on disk; it needs a C++ compiler, and without one the products run
+    uncompiled after a warning)."""
     ls_steps: int = 15
     ls_ratio: float = 0.8
 
@@ -186,7 +191,8 @@ def curvature_product(trust: TrustRegion, losses: PolicyLosses, theta: Params,
     def divergence(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return vmap(losses.divergence)(outputs, query, reference).mean()
 
-    return gauss_newton_product(outputs, theta, divergence, damping=trust.cg_damping)
+    return gauss_newton_product(outputs, theta, divergence, damping=trust.cg_damping,
+                                compiled=trust.compile_curvature)
 
 
 def curvature_kl(trust: TrustRegion, losses: PolicyLosses, theta: Params,

@@ -9,6 +9,7 @@ search that keeps the old parameters unless a finite, improving step within the 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,8 @@ def hessian_vector_product(scalar: Tensor, params: Sequence[Tensor], damping: fl
 
 
 def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
-                         divergence: Callable[[Any], Tensor], damping: float = 0.0
-                         ) -> Callable[[Tensor], Tensor]:
+                         divergence: Callable[[Any], Tensor], damping: float = 0.0,
+                         compiled: bool = False) -> Callable[[Tensor], Tensor]:
     """``v [P] -> (J^T F J + damping I) v``: ``J`` the Jacobian of ``outputs(params)`` (a pytree
     of tensors), ``F`` the Hessian of ``divergence`` at those outputs.
 
@@ -75,11 +76,19 @@ def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
     Appendix C), so TRPO's curvature needs no second derivative of ``outputs``: each product
     is a forward-mode pass (``J v``) and a reverse pass (``J^T u``) through ``outputs``, which
     may hold MAML's inner step, instead of a backward pass through its double-backward graph.
+
+    ``compiled=True`` takes each product as one ``torch.compile``d function of ``params`` and
+    ``v``, whose kernels fuse the elementwise work of the primal, tangent and reverse passes;
+    if compiling fails (no C++ compiler, say) it warns once and runs the same function eagerly.
     """
     params = {k: v.detach() for k, v in params.items()}
-    at, pullback = vjp(outputs, params)
-    at = tree_map(lambda t: t.detach().contiguous(), at)  # a jvp needs non-overlapping memory
     fisher = grad(divergence)
+    if compiled:  # compiled code is cached on the function's code object, not this wrapper
+        compiled_product = _compiled(_gauss_newton_product)
+        return lambda v: flatten(compiled_product(outputs, fisher, params,
+                                                  unflatten(v, params))) + damping * v
+    at, pullback = vjp(outputs, params)  # kept for every product
+    at = tree_map(lambda t: t.detach().contiguous(), at)  # a jvp needs non-overlapping memory
 
     def product(v: Tensor) -> Tensor:
         _, jv = jvp(outputs, (params,), (unflatten(v, params),))
@@ -87,6 +96,37 @@ def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
         return flatten(pullback(fjv)[0]) + damping * v
 
     return product
+
+
+def _gauss_newton_product(outputs: Callable[[Params], Any], fisher: Callable[[Any], Any],
+                          params: Params, v: Params) -> Params:
+    """``J^T F J v`` from scratch: the primal pass is recomputed, which a compiled graph shares
+    between the forward-mode and the reverse pass."""
+    at, jv = jvp(outputs, (params,), (v,))
+    _, fjv = jvp(fisher, (tree_map(lambda t: t.detach(), at),), (jv,))
+    return vjp(outputs, params)[1](fjv)[0]
+
+
+_compile_failed: list[str] = []
+
+
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)``, or ``fn`` itself once a compilation has failed (warned once)."""
+    compiled_fn = torch.compile(fn, dynamic=False)
+
+    def call(*args: Any) -> Any:
+        if not _compile_failed:
+            try:
+                return compiled_fn(*args)
+            except Exception as error:  # a fault of the function itself recurs eagerly below
+                _compile_failed.append(f"{type(error).__name__}: {str(error).strip()[:200]}")
+                warnings.warn(f"torch.compile of the curvature product failed "
+                              f"({_compile_failed[0].splitlines()[0]}); running it "
+                              "uncompiled (--no-compile-curvature skips the attempt)",
+                              stacklevel=2)
+        return fn(*args)
+
+    return call
 
 
 def scale_to_trust_region(direction: Tensor, direction_product: Tensor, max_kl: float) -> Tensor:

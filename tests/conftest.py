@@ -3,6 +3,13 @@ crash-and-resume harness, and the scalars a run logged to TensorBoard."""
 
 from __future__ import annotations
 
+import os
+
+# torch.compile off for the suite (its subprocesses included): compiling every tiny problem
+# would cost minutes, and the compiled functions run the same math eagerly; the tests that
+# compile turn it back on.
+os.environ["TORCHDYNAMO_DISABLE"] = "1"
+
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -10,10 +17,13 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo
 
 from metarl.checkpoint import load_checkpoint
 from metarl.logger import Run
 from metarl.scripts import train
+
+torch._dynamo.config.disable = True
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ the batched meta-gradient against a per-task loop, and the line search's guarant
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
+from metarl import trpo
 from metarl.algos.maml_trpo import TrustRegion, curvature_product, old_outputs
 from metarl.params import flatten, params_of, unflatten
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
@@ -84,15 +87,10 @@ def test_kl_hessian_vector_product_through_adaptation_equals_explicit_hessian(fi
     assert torch.linalg.eigvalsh(H).min() > -1e-10  # the KL Hessian at theta_old is PSD
 
 
-@pytest.mark.parametrize("categorical", [False, True], ids=["gaussian", "categorical"])
-@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
-@pytest.mark.parametrize("setting", [{}, {"cg_subsample": 0.5}, {"cg_first_order": True},
-                                     {"cg_first_order": True, "cg_subsample": 0.5}],
-                         ids=["exact", "subsample", "fisher", "fisher-subsample"])
-def test_gauss_newton_curvature_equals_the_double_backward_product(categorical, first_order,
-                                                                  setting):
-    """J^T F J through the inner steps is the KL's Hessian at theta_old (its gradient is zero
-    there): the same product as differentiating the KL gradient's graph, to round-off."""
+def _curvature_products(categorical: bool, first_order: bool, setting: dict,
+                        trusts: list[TrustRegion]) -> list[torch.Tensor]:
+    """Each ``TrustRegion``'s curvature product (with ``setting``) of one random vector, on a
+    tiny two-step MAML problem in float64."""
     policy, losses, support, query = _tiny(tasks=4, categorical=categorical)
     theta, rules = params_of(policy), [SGD(0.3), SGD(0.15)]
     supports = [support, support]
@@ -105,11 +103,48 @@ def test_gauss_newton_curvature_equals_the_double_backward_product(categorical, 
     reference = old_outputs(losses, adapted, query)
     v = torch.randn(flatten(theta).numel(), dtype=torch.float64,
                     generator=torch.Generator().manual_seed(3))
-    products = [curvature_product(TrustRegion(curvature=curvature, cg_damping=1e-3, **setting),
-                                  losses, theta, supports, query, adapted, reference, adapt)(v)
-                for curvature in ("double-backward", "gauss-newton")]
+    return [curvature_product(replace(trust, cg_damping=1e-3, **setting), losses, theta,
+                              supports, query, adapted, reference, adapt)(v)
+            for trust in trusts]
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["gaussian", "categorical"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+@pytest.mark.parametrize("setting", [{}, {"cg_subsample": 0.5}, {"cg_first_order": True},
+                                     {"cg_first_order": True, "cg_subsample": 0.5}],
+                         ids=["exact", "subsample", "fisher", "fisher-subsample"])
+def test_gauss_newton_curvature_equals_the_double_backward_product(categorical, first_order,
+                                                                  setting):
+    """J^T F J through the inner steps is the KL's Hessian at theta_old (its gradient is zero
+    there): the same product as differentiating the KL gradient's graph, to round-off. (The
+    suite runs with torch.compile disabled, so the default, compiled form runs eagerly here.)"""
+    products = _curvature_products(categorical, first_order, setting, [
+        TrustRegion(curvature="double-backward"),
+        TrustRegion(curvature="gauss-newton", compile_curvature=False),
+        TrustRegion()])
     assert products[0].norm() > 1e-3
-    torch.testing.assert_close(products[1], products[0], rtol=1e-8, atol=1e-12)
+    for product in products[1:]:
+        torch.testing.assert_close(product, products[0], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize(("categorical", "first_order", "setting"), [
+    (False, False, {}), (True, False, {"cg_subsample": 0.5}),
+    (False, True, {"cg_subsample": 0.5}), (True, True, {})],
+    ids=["gaussian-second-order", "categorical-second-order-subsample",
+         "gaussian-first-order-subsample", "categorical-first-order"])
+def test_compiled_curvature_equals_the_double_backward_product(categorical, first_order,
+                                                              setting, monkeypatch):
+    """The default product, compiled by inductor as users run it, is still the KL's Hessian
+    (each compilation takes 10-30 s, so each option appears in two of the four cases; the
+    eager test above runs all sixteen through the same function)."""
+    graphs = counters["stats"]["unique_graphs"]
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE")  # as conftest set it for the rest of the suite
+    with torch._dynamo.config.patch(disable=False):
+        compiled, exact = _curvature_products(categorical, first_order, setting, [
+            TrustRegion(), TrustRegion(curvature="double-backward")])
+    assert not trpo._compile_failed, trpo._compile_failed
+    assert counters["stats"]["unique_graphs"] > graphs  # compiled here, not just run eagerly
+    torch.testing.assert_close(compiled, exact, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("steps", [1, 2])
