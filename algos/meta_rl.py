@@ -4,6 +4,7 @@ trajectories and inner steps, the logged scalars and the checkpointed state."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,9 +117,9 @@ class Problem:
 
     @contextmanager
     def outer_step(self) -> Iterator[Stopwatch]:
-        """The outer step's block: on ``outer_torch_threads`` torch threads (MuJoCo is idle
-        then), timed."""
-        with torch_threads(self.cfg.outer_torch_threads), Stopwatch() as watch:
+        """The outer step's block: on ``outer_torch_threads`` torch threads (default: every
+        core, :func:`all_cores`; MuJoCo is idle then), timed."""
+        with torch_threads(self.cfg.outer_torch_threads or all_cores()), Stopwatch() as watch:
             yield watch
 
     def sample_tasks(self, num_tasks: int, seed: int) -> list:
@@ -283,6 +284,15 @@ def load_state(theta: Params, state: Mapping[str, Any] | None,
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     return int(state["iteration"])
+
+
+def all_cores() -> int:
+    """The cores this process may use: ``OMP_NUM_THREADS`` when it is set (the way to keep
+    a run to one core on a shared machine), else every core of its CPU affinity."""
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        return int(limit)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

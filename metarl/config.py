@@ -146,9 +146,10 @@ class RLConfig:
     """CPU threads for torch. One leaves the other core to MuJoCo's pool and avoids OpenMP
     oversubscription (measured here: 15x slower with 2 threads while another process runs)."""
     outer_torch_threads: int | None = None
-    """CPU threads for the outer step only (default ``torch_threads``): sampling keeps
-    ``torch_threads`` so MuJoCo's pool has the cores, and the outer step, where MuJoCo is idle,
-    may use them all (on an idle 2-core machine, 2 here halves HalfCheetah's outer step)."""
+    """CPU threads for the outer step only (default: every core, or ``OMP_NUM_THREADS`` when it
+    is set): sampling keeps ``torch_threads`` so MuJoCo's pool has the cores, and the outer
+    step, where MuJoCo is idle, uses them all (on 2 idle cores, 2 threads halve HalfCheetah's
+    outer step; on cores busy with another job, 1 is faster)."""
     log_every: int = 1
     checkpoint_every: int = 10
     video_every: int = 0

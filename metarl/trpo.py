@@ -100,11 +100,16 @@ def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
 
 def _gauss_newton_product(outputs: Callable[[Params], Any], fisher: Callable[[Any], Any],
                           params: Params, v: Params) -> Params:
-    """``J^T F J v`` from scratch: the primal pass is recomputed, which a compiled graph shares
-    between the forward-mode and the reverse pass."""
-    at, jv = jvp(outputs, (params,), (v,))
+    """``J^T F J v`` from scratch in one primal pass: ``J^T`` is the reverse pass of the
+    forward-mode pass ``v -> J v`` (linear in ``v``), so the primal is not differentiated again."""
+
+    def tangent(v: Params) -> tuple[Any, Any]:
+        at, jv = jvp(outputs, (params,), (v,))
+        return jv, at
+
+    jv, pullback, at = vjp(tangent, v, has_aux=True)
     _, fjv = jvp(fisher, (tree_map(lambda t: t.detach(), at),), (jv,))
-    return vjp(outputs, params)[1](fjv)[0]
+    return pullback(fjv)[0]
 
 
 _compile_failed: list[str] = []

@@ -31,7 +31,8 @@ PROG = "metarl-train"
 RESUMABLE = {"iterations", "log_every", "checkpoint_every", "resume", "out", "name", "device",
              "torch_threads", "outer_torch_threads", "video_every",
              "sampler", "ray_address", "ray_actors",  # where episodes are sampled, not which
-             "curvature"}  # how the exact KL curvature is taken, not what it is
+             # how the exact KL curvature is taken, not what it is
+             "curvature", "compile_curvature"}
 # Options of earlier versions, now algorithm subcommands.
 RENAMED = {"--method": "the algorithm is a subcommand: metarl-train sinusoid pretrain",
            "--algo": "the algorithm is a subcommand: metarl-train nav2d maml-reinforce",

@@ -4,6 +4,7 @@ resume, evaluation, bad input."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -12,7 +13,7 @@ import torch
 
 from metarl.algos import of_kind
 from metarl.algos.maml_trpo import MAMLTRPO, TrustRegion, curvature_kl, old_outputs, trpo_step
-from metarl.algos.meta_rl import Problem, torch_threads
+from metarl.algos.meta_rl import Problem, all_cores, torch_threads
 from metarl.checkpoint import load_checkpoint
 from metarl.config import RLConfig
 from metarl.envs import ENV_IDS
@@ -192,6 +193,18 @@ def test_outer_step_threads_are_scoped():
         assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="outer_torch_threads"):
         RLConfig(outer_torch_threads=0)
+
+
+def test_the_outer_step_uses_every_core_unless_omp_num_threads_says_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert all_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the README's advice on a shared machine
+    assert all_cores() == 1
+    problem = Problem.build(RLConfig(iterations=1, meta_batch=2, episodes=2, horizon=5))
+    with problem.outer_step():
+        assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert all_cores() == len(os.sched_getaffinity(0))
 
 
 def test_trpo_with_subsampled_curvature_still_respects_the_bound(tmp_path, scalars):

@@ -4,6 +4,7 @@ the batched meta-gradient against a per-task loop, and the line search's guarant
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -212,3 +213,21 @@ def test_one_chain_stepped_at_once_or_one_support_at_a_time():
     assert not torch.allclose(restarted["mean.0.weight"], at_once["mean.0.weight"])
     with pytest.raises(ValueError, match="one rule per inner step"):
         adapt_chain(losses.reinforce, theta, [first, second], rules[:1], 3)
+
+
+def test_a_failed_compilation_warns_once_and_runs_the_product_uncompiled(monkeypatch):
+    """Without a C++ compiler (say) inductor raises on the first call; the run goes on."""
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(trpo, "_compile_failed", [])
+    with pytest.warns(UserWarning, match="No working C.. compiler.*--no-compile-curvature"):
+        first = _curvature_products(False, False, {}, [TrustRegion(),
+                                                       TrustRegion(curvature="double-backward")])
+    torch.testing.assert_close(first[0], first[1], rtol=1e-8, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time: no attempt, no warning
+        _curvature_products(False, False, {}, [TrustRegion()])
