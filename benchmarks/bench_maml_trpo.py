@@ -114,8 +114,8 @@ def main() -> None:
                   f"recommended <= 1.6);  ratio reference/total = {ref / m['total']:.1f}x "
                   f"(reference {ref} s; target >= 5x)")
         for name in outer:
-            if name.endswith(("-db", "-eager")) and name.rsplit("-", 1)[0] in outer:
-                default = name.rsplit("-", 1)[0]
+            default, _, variant = name.rpartition("-")
+            if variant in ("db", "eager") and default in outer:
                 print(f"  ratio outer step {name} / {default} = "
                       f"{outer[name] / outer[default]:.2f}")
 

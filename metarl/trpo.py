@@ -83,19 +83,10 @@ def gauss_newton_product(outputs: Callable[[Params], Any], params: Params,
     """
     params = {k: v.detach() for k, v in params.items()}
     fisher = grad(divergence)
-    if compiled:  # compiled code is cached on the function's code object, not this wrapper
-        compiled_product = _compiled(_gauss_newton_product)
-        return lambda v: flatten(compiled_product(outputs, fisher, params,
-                                                  unflatten(v, params))) + damping * v
-    at, pullback = vjp(outputs, params)  # kept for every product
-    at = tree_map(lambda t: t.detach().contiguous(), at)  # a jvp needs non-overlapping memory
-
-    def product(v: Tensor) -> Tensor:
-        _, jv = jvp(outputs, (params,), (unflatten(v, params),))
-        _, fjv = jvp(fisher, (at,), (jv,))
-        return flatten(pullback(fjv)[0]) + damping * v
-
-    return product
+    # compiled code is cached on the function's code object, not on this wrapper
+    gn_product = _compiled(_gauss_newton_product) if compiled else _gauss_newton_product
+    return lambda v: flatten(gn_product(outputs, fisher, params,
+                                        unflatten(v, params))) + damping * v
 
 
 def _gauss_newton_product(outputs: Callable[[Params], Any], fisher: Callable[[Any], Any],

@@ -17,13 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-import torch._dynamo
 
 from metarl.checkpoint import load_checkpoint
 from metarl.logger import Run
 from metarl.scripts import train
-
-torch._dynamo.config.disable = True
 
 
 @pytest.fixture
