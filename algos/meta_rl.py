@@ -254,6 +254,9 @@ def iteration_scalars(supports: Sequence[Rollouts], query: Rollouts, outer: Stop
     sample_seconds = sum(r.sample_seconds for r in everything)
     return {"returns/before_adaptation": everything[0].returns.mean().item(),
             "returns/after_adaptation": query.returns.mean().item(),
+            # Early termination (Ant leaving its healthy height) shows here, not in returns.
+            "episodes/length_before_adaptation": everything[0].episodes.lengths.mean().item(),
+            "episodes/length_after_adaptation": query.episodes.lengths.mean().item(),
             "time/sampling_s": sample_seconds,
             "time/adaptation_s": sum(r.adapt_seconds for r in supports),
             "time/env_steps_per_s": sum(r.env_steps for r in everything)

@@ -28,7 +28,7 @@ from gymnasium.vector import SyncVectorEnv
 from torch.func import functional_call
 
 from metarl.envs import make_batched
-from metarl.envs.mujoco_family import MujocoBatchedSim, load_model
+from metarl.envs.mujoco_family import MujocoBatchedSim
 from metarl.memory import tune_allocator
 from metarl.params import expand, params_of
 from metarl.policies import GaussianMLPPolicy
@@ -38,7 +38,7 @@ from metarl.sampler import sample
 def floor_fn(sim, T: int, seed: int):
     rng = np.random.default_rng(seed)
     if isinstance(sim, MujocoBatchedSim):
-        batch = mujoco.batch.Batch(load_model(sim.family.xml_file), sim.n, 0)
+        batch = mujoco.batch.Batch(sim.family.model(), sim.n, 0)
         ctrl, qpos = batch.bind("ctrl"), batch.bind("qpos")
         controls = rng.uniform(-1, 1, (T, sim.n, sim.act_dim))
 

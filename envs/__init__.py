@@ -39,6 +39,8 @@ _FAMILIES = [
     ("half_cheetah", "HalfCheetahDir", {"": 100, "H200": 200}),
     ("ant", "AntVel", {"": 100, "H200": 200}),
     ("ant", "AntDir", {"": 100, "H200": 200}),
+    ("ant", "AntVelFinn", {"": 200}),
+    ("ant", "AntDirFinn", {"": 200}),
 ]
 
 # id -> (entry point, horizon)

@@ -13,9 +13,17 @@ dropping it keeps the batched and Gymnasium paths identical and matches the publ
 
 Observation (27): Gymnasium Ant-v5 without contact forces (as Ant-v4's default):
 ``qpos[2:]`` (13: torso z, orientation quaternion, 8 joint angles) and ``qvel`` (14).
+
+``AntVelFinn``/``AntDirFinn`` run the same robot and rewards at rllab's timing, as the MAML
+authors' code did: one RK4 step of 0.02 s per action (50 Hz; Gymnasium's ant: five steps of
+0.01 s, 20 Hz), so a 200-step episode lasts 4 s instead of 10, and rllab's start (legs bent,
+torso at 0.55, ``0.01 N(0, 1)`` position noise). Still not rllab's: its 125-dim observation
+(it adds x, y, contact forces, the torso's rotation matrix and centre of mass) and contact cost.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -55,9 +63,22 @@ ANT_VEL, ANT_DIR = locomotion_families("Ant", "ant.xml", observe, velocity_rewar
                                        max_velocity=3.0)
 
 
+_RLLAB_TIMING = {"timestep": 0.02, "frame_skip": 1, "start": "rllab"}
+ANT_VEL_FINN = dataclasses.replace(ANT_VEL, name="AntVelFinn", **_RLLAB_TIMING)
+ANT_DIR_FINN = dataclasses.replace(ANT_DIR, name="AntDirFinn", **_RLLAB_TIMING)
+
+
 class AntVelEnv(MujocoTaskEnv):
     family = ANT_VEL
 
 
 class AntDirEnv(MujocoTaskEnv):
     family = ANT_DIR
+
+
+class AntVelFinnEnv(MujocoTaskEnv):
+    family = ANT_VEL_FINN
+
+
+class AntDirFinnEnv(MujocoTaskEnv):
+    family = ANT_DIR_FINN

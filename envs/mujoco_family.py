@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium
 import mujoco
@@ -69,6 +69,20 @@ class MujocoFamily:
     reward: RewardFn
     frame_skip: int = 5
     reset_noise_scale: float = 0.1
+    timestep: float | None = None
+    """The physics step in seconds; ``None`` keeps the XML's."""
+    start: Literal["gymnasium", "rllab"] = "gymnasium"
+    """Initial state: Gymnasium v5's (``qpos0 + U[-0.1, 0.1]``) or rllab's (the XML's
+    ``init_qpos`` numeric ``+ 0.01 N(0, 1)``, as the MAML authors' code started its robots)."""
+
+    def model(self) -> mujoco.MjModel:
+        return load_model(self.xml_file, self.timestep)
+
+    def initial_state(self, model: mujoco.MjModel, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        if self.start == "rllab":
+            return rllab_initial_state(model, rng)
+        return initial_state(model, rng, self.reset_noise_scale)
 
 
 def locomotion_families(robot: str, xml_file: str, observe: ObserveFn, velocity_reward: RewardFn,
@@ -84,7 +98,7 @@ def locomotion_families(robot: str, xml_file: str, observe: ObserveFn, velocity_
 
 
 @functools.cache
-def load_model(xml_file: str) -> mujoco.MjModel:
+def load_model(xml_file: str, timestep: float | None = None) -> mujoco.MjModel:
     path = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", xml_file)
 
     # MuJoCo's default handler appends compiler warnings to MUJOCO_LOG.TXT in the working
@@ -96,9 +110,12 @@ def load_model(xml_file: str) -> mujoco.MjModel:
     previous = mujoco.get_mju_user_warning()
     mujoco.set_mju_user_warning(warn)
     try:
-        return mujoco.MjModel.from_xml_path(path)
+        model = mujoco.MjModel.from_xml_path(path)
     finally:
         mujoco.set_mju_user_warning(previous)
+    if timestep is not None:
+        model.opt.timestep = timestep
+    return model
 
 
 def initial_state(
@@ -107,6 +124,15 @@ def initial_state(
     """Gymnasium v5's reset noise, drawn in its order (uniform qpos, then normal qvel)."""
     qpos = model.qpos0 + rng.uniform(low=-scale, high=scale, size=model.nq)
     qvel = scale * rng.standard_normal(model.nv)
+    return qpos, qvel
+
+
+def rllab_initial_state(model: mujoco.MjModel, rng: np.random.Generator
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """rllab's reset: the XML's ``init_qpos`` numeric plus ``0.01 N(0, 1)``, ``0.1 N(0, 1)``
+    velocities (normal qpos noise drawn first)."""
+    qpos = model.numeric("init_qpos").data + 0.01 * rng.standard_normal(model.nq)
+    qvel = 0.1 * rng.standard_normal(model.nv)
     return qpos, qvel
 
 
@@ -125,7 +151,7 @@ class MujocoTaskEnv(TaskEnv):
         self.render_mode, self.width, self.height = render_mode, width, height
         self._renderer: Any = None
         fam = self.family
-        self.model = load_model(fam.xml_file)
+        self.model = fam.model()
         self.data = mujoco.MjData(self.model)
         self.dt = float(self.model.opt.timestep * fam.frame_skip)
         self.metadata = {**self.metadata, "render_fps": round(1 / self.dt)}  # real time
@@ -160,7 +186,7 @@ class MujocoTaskEnv(TaskEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._reset_task(seed, options)
-        qpos, qvel = initial_state(self.model, self.np_random, self.family.reset_noise_scale)
+        qpos, qvel = self.family.initial_state(self.model, self.np_random)
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = qpos
         self.data.qvel[:] = qvel
@@ -207,7 +233,7 @@ class MujocoBatchedSim(BatchedSim):
         self.family = family
         self.name = name or family.name
         self.task_type = family.task_type
-        self.model = load_model(family.xml_file)
+        self.model = family.model()
         self.n = n
         self.dt = float(self.model.opt.timestep * family.frame_skip)
         self._batch = mujoco.batch.Batch(self.model, n, nthread)
@@ -231,8 +257,7 @@ class MujocoBatchedSim(BatchedSim):
                 self._rngs[i] = np.random.default_rng(int(seed))
             elif self._rngs[i] is None:
                 raise ValueError(f"{self.name}: the first reset of an instance needs its seed")
-        scale = self.family.reset_noise_scale
-        starts = [initial_state(self.model, self._rngs[i], scale) for i in index]
+        starts = [self.family.initial_state(self.model, self._rngs[i]) for i in index]
         partial = None if ids is None else index
         self._batch.reset(ids=partial, stage=mujoco.mjtStage.mjSTAGE_NONE)
         self._qpos[index] = np.stack([q for q, _ in starts])

@@ -175,6 +175,12 @@ PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
                          meta_batch=40, **_PAPER),
     "ant-dir-paper": _rl("AntDirH200", "Ant direction, Finn et al. (horizon 200, 40 episodes "
                          "per step).", meta_batch=40, episodes=40, **_PAPER),
+    "ant-vel-finn": _rl("AntVelFinn", "Ant velocity as Finn et al.'s code ran it: rllab's "
+                        "50 Hz control and start (200 steps = 4 s), 100x100 ReLU.",
+                        meta_batch=40, **_PAPER),
+    "ant-dir-finn": _rl("AntDirFinn", "Ant direction as Finn et al.'s code ran it: rllab's "
+                        "50 Hz control and start (200 steps = 4 s), 40 episodes per step.",
+                        meta_batch=40, episodes=40, **_PAPER),
 }
 
 

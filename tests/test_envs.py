@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium
+import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -18,7 +19,7 @@ BASE_IDS = [i for i in ENV_IDS if "H200" not in i]
 def test_check_env_and_horizon(env_id):
     env = gymnasium.make(env_id)
     check_env(env.unwrapped, skip_render_check=True)
-    assert env.spec.max_episode_steps == (200 if "H200" in env_id else 100)
+    assert env.spec.max_episode_steps == (200 if "H200" in env_id or "Finn" in env_id else 100)
     assert envs.horizon(env_id) == env.spec.max_episode_steps
 
 
@@ -105,6 +106,31 @@ def test_half_cheetah_rewards_by_hand():
     v = (env.data.qpos[0] - x0) / 0.05
     assert r == pytest.approx(-v - 0.05 * 6 * 4)
     np.testing.assert_allclose(env.data.ctrl, 1.0)
+
+
+def test_finn_ant_runs_at_rllab_timing_from_rllab_start():
+    """AntDirFinn: one 0.02 s RK4 step per action from the bent-leg pose; the Gymnasium-timed
+    AntDir, sharing the XML, keeps five 0.01 s steps."""
+    finn = gymnasium.make("metarl/AntDirFinn-v0").unwrapped
+    gym_timed = gymnasium.make("metarl/AntDir-v0").unwrapped
+    assert (finn.dt, finn.model.opt.timestep) == (0.02, 0.02)
+    assert (gym_timed.dt, gym_timed.model.opt.timestep) == (0.05, 0.01)
+    assert finn.metadata["render_fps"] == 50
+    finn.reset(seed=3, options={"task": DirectionTask(-1.0)})
+    init_qpos = finn.model.numeric("init_qpos").data
+    assert init_qpos[2] == 0.55
+    np.testing.assert_allclose(finn.data.qpos, init_qpos, atol=0.05)
+    assert np.abs(finn.data.qpos - init_qpos).max() > 0  # the start is noisy
+    # by hand: one MuJoCo step of 0.02 s from the same state
+    data = mujoco.MjData(finn.model)
+    data.qpos[:], data.qvel[:] = finn.data.qpos, finn.data.qvel
+    a = np.linspace(-0.8, 0.8, 8)
+    data.ctrl[:] = a
+    x0 = data.qpos[0]
+    mujoco.mj_step(finn.model, data)
+    _, r, _, _, _ = finn.step(a)
+    np.testing.assert_array_equal(finn.data.qpos, data.qpos)
+    assert r == pytest.approx(-(data.qpos[0] - x0) / 0.02 - 0.005 * np.square(a).sum() + 0.05)
 
 
 def test_unknown_env_id():

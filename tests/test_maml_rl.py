@@ -48,8 +48,10 @@ def test_two_meta_iterations_on_every_environment(tmp_path, env_id, algo, scalar
     assert all(torch.isfinite(v).all() for v in state["params"].values())
     logged = scalars(path.parent)
     assert {"returns/before_adaptation", "returns/after_adaptation", "time/sampling_s",
-            "time/env_steps_per_s", "time/outer_step_s"} <= set(logged)
+            "time/env_steps_per_s", "time/outer_step_s", "episodes/length_before_adaptation",
+            "episodes/length_after_adaptation"} <= set(logged)
     assert all(math.isfinite(v) for v in logged.values())
+    assert 1 <= logged["episodes/length_before_adaptation"] <= 8  # the config's horizon
 
 
 class NavBatch(NamedTuple):
