@@ -86,6 +86,9 @@ class Evaluate:
     later_lr_scale: float | None = None
     """RL: steps after the first use this times the inner lr (default 0.5: Finn et al. 2017
     halve it)."""
+    inner_lr: float | None = None
+    """RL: the first step's size for every run (default: each run's own inner lr), to give a
+    baseline the step size that suits it."""
     video: str | None = None
     """RL: write one video (MP4) per held-out task and number of steps into this folder."""
     video_tasks: int = 4
@@ -109,6 +112,8 @@ class Evaluate:
         check(self.later_lr_scale is None or math.isfinite(self.later_lr_scale)
               and self.later_lr_scale >= 0,
               f"--later-lr-scale must be a finite number >= 0, got {self.later_lr_scale!r}")
+        check(self.inner_lr is None or math.isfinite(self.inner_lr) and self.inner_lr > 0,
+              f"--inner-lr must be a finite number > 0, got {self.inner_lr!r}")
         check(self.out is None or self.out.strip() != "", "--out must name a folder, got ''")
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {self.out} is a file; name a folder for the results")
@@ -154,6 +159,7 @@ def load_runs(args: Evaluate) -> dict[str, tuple[Any, dict]]:
 def evaluate_supervised(runs: Mapping[str, tuple[Supervised, dict]], args: Evaluate) -> dict:
     for option, value in (("--episodes", args.episodes), ("--later-lr-scale",
                                                            args.later_lr_scale),
+                          ("--inner-lr", args.inner_lr),
                           ("--video", args.video), ("--oracle", args.oracle)):
         check(value is None, f"{option} applies to meta-RL runs; these runs are supervised")
     steps = 10 if args.steps is None else args.steps
@@ -248,7 +254,8 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
     values, iterations, paths = {}, {}, {}
     for label, (config, state) in tqdm(runs.items(), desc="adapting", unit="run",
                                        dynamic_ncols=True):
-        problem = Problem.build(config.rl, num_tasks, args.episodes,
+        rl = config.rl if args.inner_lr is None else replace(config.rl, inner_lr=args.inner_lr)
+        problem = Problem.build(rl, num_tasks, args.episodes,
                                 seed=config.rl.seed + 7919 * (state is None), device=args.device)
         theta = params_of(problem.policy)
         iterations[label] = load_state(theta, state)
@@ -267,7 +274,8 @@ def evaluate_rl(runs: Mapping[str, tuple[MetaRL, dict | None]], args: Evaluate) 
     published = {f"Finn et al. 2017 (MAML, {k})": v for k, v in PUBLISHED.items()
                  if env.startswith(k)}
     summary = summarize(first.env_id, [RETURN], values, iterations, tasks=num_tasks,
-                        seed=args.seed, published=published, later_lr_scale=later_lr_scale)
+                        seed=args.seed, published=published, later_lr_scale=later_lr_scale,
+                        inner_lr=args.inner_lr)
     out = write(out, summary, [RETURN])
     figures = ["results.json", "results.csv", "curves.png"]
     if first.env_id.startswith("metarl/Navigation2D"):  # Finn et al. 2017, Figure 4 bottom

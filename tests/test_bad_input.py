@@ -114,6 +114,8 @@ EVALUATE = [
     (["{sinusoid}", "--tasks", "many"], "--tasks"),
     (["{rl}", "--episodes", "0"], "episodes"),
     (["{rl}", "--later-lr-scale", "inf"], "--later-lr-scale"),
+    (["{rl}", "--inner-lr", "0"], "--inner-lr"),
+    (["{sinusoid}", "--inner-lr", "0.1"], "--inner-lr applies to meta-RL runs"),
     (["{sinusoid}", "--episodes", "3"], "--episodes applies to meta-RL runs"),
     (["{sinusoid}", "--out", "{file}"], "is a file"),
     (["{sinusoid}", "--out", ""], "--out"),

@@ -235,6 +235,20 @@ def test_evaluate_reports_every_step_beside_random_init(tmp_path):
     assert (tmp_path / "eval" / "curves.png").stat().st_size > 0
 
 
+def test_evaluate_inner_lr_sets_the_first_step_for_every_run(tmp_path):
+    run = str(train.train(_config(tmp_path), progress=False).parent)
+
+    def returns(**kw):
+        summary = evaluate.evaluate(evaluate.Evaluate(runs=(run,), tasks=3, steps=2, episodes=2,
+                                                      out=str(tmp_path / "eval"), **kw))
+        return summary["methods"]["maml-trpo"]["return"]["mean"]
+
+    own = returns()
+    assert returns(inner_lr=RLConfig(env_id="metarl/Navigation2D-v0").inner_lr) == own
+    smaller = returns(inner_lr=0.01)
+    assert smaller[0] == own[0] and smaller[1:] != own[1:]
+
+
 def test_mismatched_checkpoints_and_configs_are_refused(tmp_path):
     nav = train.train(_config(tmp_path), progress=False)
     cheetah = train.train(_config(tmp_path, "metarl/HalfCheetahVel-v0"), progress=False)
