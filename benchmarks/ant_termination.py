@@ -5,11 +5,15 @@ torso leaves [0.2, 1.0] in height. A freshly initialised MAML policy is this pol
 standard deviation 1.
 
     PYTHONPATH=. .venv/bin/python benchmarks/ant_termination.py [--episodes 200]
+        [--oracles runs/AntDirH200-oracle-ppo-500k runs/AntDirFinn-oracle-ppo-500k]
 
 Prints, per timing and standard deviation: the mean episode length, the share ended by the
 torso rising above 1.0 (the ant hops out of the healthy range), the simulated seconds the
 episode covered, the mean |v_x| at the end of each step, the physics cost per env-step, and
 the ``ratio`` of Gymnasium's cost per env-step to rllab's (five physics steps against one).
+With ``--oracles``, the same for the SB3 policies that ``metarl-oracle`` trained on each
+held-out task of those runs (sampled and mean actions), and how far they carried the torso
+in their task's direction.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import gymnasium
 import numpy as np
 
 from metarl.envs import horizon, make_batched
@@ -50,10 +55,44 @@ def rollout(env_id: str, episodes: int, std: float, seed: int) -> dict[str, floa
             "speed": float(np.concatenate(speed).mean()), "us": seconds / length.sum() * 1e6}
 
 
+def oracle_rollouts(run: str, episodes: int) -> None:
+    """Each task's PPO policy in a ``metarl-oracle`` folder, on its task's Gymnasium env."""
+    import json
+    from pathlib import Path
+
+    from stable_baselines3 import PPO
+
+    summary = json.loads((Path(run) / "returns.json").read_text())
+    env = gymnasium.make(summary["env_id"])
+    for i, result in enumerate(summary["results"]):
+        model = PPO.load(Path(run) / f"task{i:02d}.zip", device="cpu")
+        task = DirectionTask(float(result["task"][0]))
+        for deterministic in (False, True):
+            length, distance, high = [], [], 0
+            for e in range(episodes):
+                obs, _ = env.reset(seed=1000 + e, options={"task": task})
+                x0, terminated, truncated, steps = env.unwrapped.data.qpos[0], False, False, 0
+                while not (terminated or truncated):  # the TimeLimit truncates at the horizon
+                    action, _ = model.predict(obs, deterministic=deterministic)
+                    obs, _, terminated, truncated, _ = env.step(action)
+                    steps += 1
+                length.append(steps)
+                distance.append(task.direction * (env.unwrapped.data.qpos[0] - x0))
+                high += terminated and obs[0] > 1.0
+            print(f"oracle {summary['env_id']} direction {task.direction:+.0f} "
+                  f"{'mean' if deterministic else 'sampled'} actions: mean length "
+                  f"{np.mean(length):.1f}, {np.mean(distance):.2f} m in the task's direction "
+                  f"in {np.mean(length) * env.unwrapped.dt:.1f} s, ended by hopping above 1.0: "
+                  f"{high}/{episodes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oracles", nargs="*", default=[],
+                        help="metarl-oracle folders of AntDir ids to roll out as well")
+    parser.add_argument("--oracle-episodes", type=int, default=10)
     args = parser.parse_args()
     for std in (1.0, 0.5):
         cost = {}
@@ -66,6 +105,8 @@ def main() -> None:
                   f"{r['us']:.0f} us per env-step")
         print(f"std {std}  ratio physics per env-step gymnasium / rllab timing: "
               f"{cost['gymnasium 20 Hz'] / cost['rllab 50 Hz']:.2f}")
+    for run in args.oracles:
+        oracle_rollouts(run, args.oracle_episodes)
 
 
 if __name__ == "__main__":
