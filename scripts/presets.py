@@ -175,12 +175,13 @@ PRESETS: dict[str, tuple[str, Supervised | MetaRL]] = {
                          meta_batch=40, **_PAPER),
     "ant-dir-paper": _rl("AntDirH200", "Ant direction, Finn et al. (horizon 200, 40 episodes "
                          "per step).", meta_batch=40, episodes=40, **_PAPER),
+    # cbfinn/maml_rl's ant script: 20 episodes, meta-batch 40, 800 iterations, max KL 0.01
     "ant-vel-finn": _rl("AntVelFinn", "Ant velocity as Finn et al.'s code ran it: rllab's "
-                        "50 Hz control and start (200 steps = 4 s), 100x100 ReLU.",
-                        meta_batch=40, **_PAPER),
+                        "50 Hz control and start (200 steps = 4 s), 100x100 ReLU, "
+                        "800 iterations.", meta_batch=40, iterations=800, **_PAPER),
     "ant-dir-finn": _rl("AntDirFinn", "Ant direction as Finn et al.'s code ran it: rllab's "
-                        "50 Hz control and start (200 steps = 4 s), 40 episodes per step.",
-                        meta_batch=40, episodes=40, **_PAPER),
+                        "50 Hz control and start (200 steps = 4 s), 100x100 ReLU, "
+                        "800 iterations.", meta_batch=40, iterations=800, **_PAPER),
 }
 
 
