@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import gymnasium
 import numpy as np
+from stable_baselines3 import PPO
 
+from metarl.algos.oracle import read as read_oracle
 from metarl.envs import horizon, make_batched
 from metarl.envs.tasks import DirectionTask
 
@@ -57,12 +60,7 @@ def rollout(env_id: str, episodes: int, std: float, seed: int) -> dict[str, floa
 
 def oracle_rollouts(run: str, episodes: int) -> None:
     """Each task's PPO policy in a ``metarl-oracle`` folder, on its task's Gymnasium env."""
-    import json
-    from pathlib import Path
-
-    from stable_baselines3 import PPO
-
-    summary = json.loads((Path(run) / "returns.json").read_text())
+    summary = read_oracle(run)
     env = gymnasium.make(summary["env_id"])
     for i, result in enumerate(summary["results"]):
         model = PPO.load(Path(run) / f"task{i:02d}.zip", device="cpu")

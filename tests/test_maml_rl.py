@@ -13,10 +13,18 @@ import torch
 
 from metarl.algos import of_kind
 from metarl.algos.maml_trpo import MAMLTRPO, TrustRegion, curvature_kl, old_outputs, trpo_step
-from metarl.algos.meta_rl import Problem, all_cores, torch_threads
+from metarl.algos.meta_rl import (
+    Problem,
+    Rollouts,
+    Stopwatch,
+    all_cores,
+    iteration_scalars,
+    torch_threads,
+)
 from metarl.checkpoint import load_checkpoint
 from metarl.config import RLConfig
 from metarl.envs import ENV_IDS
+from metarl.episodes import Episodes
 from metarl.errors import CheckpointError, ConfigError
 from metarl.params import Params, params_of
 from metarl.policy_gradient import PolicyBatch, PolicyLosses, adapt_chain, mean_over_tasks
@@ -51,7 +59,19 @@ def test_two_meta_iterations_on_every_environment(tmp_path, env_id, algo, scalar
             "time/env_steps_per_s", "time/outer_step_s", "episodes/length_before_adaptation",
             "episodes/length_after_adaptation"} <= set(logged)
     assert all(math.isfinite(v) for v in logged.values())
-    assert 1 <= logged["episodes/length_before_adaptation"] <= 8  # the config's horizon
+
+
+def test_iteration_scalars_log_the_mean_episode_length_before_and_after_adaptation():
+    def rollouts(lengths):  # one episode per task, each ending after its length
+        steps = torch.arange(4.0)[:, None, None]
+        mask = (steps < torch.tensor(lengths, dtype=torch.float32)[None, :, None]).float()
+        zeros = torch.zeros(4, len(lengths), 1)
+        episodes = Episodes(zeros[..., None], zeros[..., None], zeros, zeros, mask)
+        return Rollouts(None, torch.zeros(len(lengths)), int(mask.sum()), 0.1, episodes, 0)
+
+    logged = iteration_scalars([rollouts([4, 2])], rollouts([1, 2]), Stopwatch())
+    assert logged["episodes/length_before_adaptation"] == 3.0
+    assert logged["episodes/length_after_adaptation"] == 1.5
 
 
 class NavBatch(NamedTuple):
