@@ -4,6 +4,14 @@
 side by side in one run; and the time to sample a meta-batch against the model's time.
 
     python benchmarks/bench_omniglot.py [--repeats 5] [--threads 2] [--device cpu] [--profile]
+        [--learn2learn DIR]
+
+``--learn2learn DIR`` adds learn2learn's own ``MAML`` wrapper (clone, adapt, query loss per
+task) as a third path, loaded from learn2learn's unpacked source release in ``DIR``
+(``pip download learn2learn==0.2.0 --no-deps --no-binary :all:``, then ``tar xzf``): its
+release does not install on Python 3.11 (pre-generated C extensions) and pulls torchvision
+and gym, while its MAML wrapper needs neither, so only ``learn2learn.algorithms.maml`` and
+``learn2learn.utils`` are imported.
 
 ``--profile`` adds where a vmapped step's time goes (torch.profiler, self CPU time by operator
 family): the convolutions' forward, backward and double backward against everything else.
@@ -14,9 +22,11 @@ Reads the data from the usual places (``--data-dir``, $METARL_DATA, ../shared/da
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -41,6 +51,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--profile", action="store_true",
                         help="also print where a vmapped step's time goes")
+    parser.add_argument("--learn2learn", type=Path, default=None, metavar="DIR",
+                        help="also time learn2learn's MAML wrapper, from its unpacked source "
+                             "release in DIR")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -69,6 +82,19 @@ def main() -> None:
         return torch.stack([loss_fn(p, (qx[i], qy[i]))
                             for i, p in enumerate(adapted)]).mean()
 
+    l2l_maml = None
+    if args.learn2learn is not None:
+        l2l_maml = learn2learn_maml(args.learn2learn)(model, lr=0.4, first_order=False)
+
+    def learn2learn_step(tasks):  # learn2learn's documented MAML loop, one task at a time
+        (sx, sy), (qx, qy) = tasks.support, tasks.query
+        losses = []
+        for i in range(tasks.num_tasks):
+            learner = l2l_maml.clone()
+            learner.adapt(torch.nn.functional.cross_entropy(learner(sx[i]), sy[i]))
+            losses.append(torch.nn.functional.cross_entropy(learner(qx[i]), qy[i]))
+        return torch.stack(losses).mean()
+
     def seconds_per_iteration(step) -> float:
         for i in range(2):  # warm-up
             optimizer.zero_grad()
@@ -93,20 +119,44 @@ def main() -> None:
     print(f"omniglot 5-way 1-shot MAML (second order), meta-batch 32, 1 inner step, Conv4, "
           f"device={args.device}, torch threads={args.threads}, {args.repeats} repeats, medians")
     v, lp, ratios, sample, sample_ratios = [], [], [], [], []
+    l2l, l2l_ratios = [], []
     for _ in range(args.repeats):  # interleaved so every path sees the same machine load
         v.append(seconds_per_iteration(vmap_step))
         lp.append(seconds_per_iteration(loop_step))
+        if l2l_maml is not None:
+            l2l.append(seconds_per_iteration(learn2learn_step))
+            l2l_ratios.append(l2l[-1] / v[-1])
         sample.append(seconds_per_sample())
         ratios.append(lp[-1] / v[-1])
         sample_ratios.append(v[-1] / sample[-1])
     print(f"vmap {1 / statistics.median(v):6.2f} it/s   per-task loop "
           f"{1 / statistics.median(lp):6.2f} it/s   speed ratio vmap/loop "
           f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
+    if l2l:
+        print(f"learn2learn MAML {1 / statistics.median(l2l):6.2f} it/s   speed ratio "
+              f"vmap/learn2learn {statistics.median(l2l_ratios):.2f}x (min {min(l2l_ratios):.2f}x, "
+              f"max {max(l2l_ratios):.2f}x)")
     print(f"sampling a meta-batch {1e3 * statistics.median(sample):.2f} ms   vmap model step "
           f"{1e3 * statistics.median(v):.0f} ms   ratio model/sampling "
           f"{statistics.median(sample_ratios):.0f}x")
     if args.profile:
         profile(vmap_step, batches, optimizer)
+
+
+def learn2learn_maml(source: Path):
+    """learn2learn's ``MAML`` class from its unpacked source release at ``source`` (the folder
+    holding ``learn2learn/``), imported without the package's ``__init__``, which needs its
+    compiled data extensions, torchvision and gym."""
+    root = source / "learn2learn"
+    if not (root / "algorithms" / "maml.py").is_file():
+        sys.exit(f"error: --learn2learn {source}: no learn2learn/algorithms/maml.py there; "
+                 "unpack learn2learn's source release (pip download learn2learn==0.2.0 "
+                 "--no-deps --no-binary :all:; tar xzf) and pass its folder")
+    for name, path in (("learn2learn", root), ("learn2learn.algorithms", root / "algorithms")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(path)]
+        sys.modules[name] = package
+    return importlib.import_module("learn2learn.algorithms.maml").MAML
 
 
 def profile(step, batches, optimizer) -> None:
