@@ -55,6 +55,7 @@ def main() -> None:
                         help="also time learn2learn's MAML wrapper, from its unpacked source "
                              "release in DIR")
     args = parser.parse_args()
+    learn2learn_cls = learn2learn_maml(args.learn2learn) if args.learn2learn else None
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
@@ -82,9 +83,8 @@ def main() -> None:
         return torch.stack([loss_fn(p, (qx[i], qy[i]))
                             for i, p in enumerate(adapted)]).mean()
 
-    l2l_maml = None
-    if args.learn2learn is not None:
-        l2l_maml = learn2learn_maml(args.learn2learn)(model, lr=0.4, first_order=False)
+    l2l_maml = None if learn2learn_cls is None else learn2learn_cls(model, lr=0.4,
+                                                                    first_order=False)
 
     def learn2learn_step(tasks):  # learn2learn's documented MAML loop, one task at a time
         (sx, sy), (qx, qy) = tasks.support, tasks.query
