@@ -193,12 +193,17 @@ def run(oracle: Oracle, rl: RLConfig, state: dict[str, Any], tasks: Sequence[Any
         for i in range(len(results), len(tasks)):
             model, result = train_task(oracle, rl, tasks[i], oracle.train_seed + i, nthread)
             if save_models:
-                model.save(out / f"task{i:02d}.zip")
+                model.save(model_path(out, i))
             results.append(asdict(result))
             _write_json(out / "returns.json", {**state, "results": results})
             if progress is not None:
                 progress(i, result)
     return {**state, "results": results}
+
+
+def model_path(out: str | Path, task: int) -> Path:
+    """Where an oracle run in ``out`` saves the policy of held-out task ``task``."""
+    return Path(out) / f"task{task:02d}.zip"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import gymnasium
 import numpy as np
 from stable_baselines3 import PPO
 
+from metarl.algos.oracle import model_path
 from metarl.algos.oracle import read as read_oracle
 from metarl.envs import horizon, make_batched
 from metarl.envs.tasks import DirectionTask
@@ -63,7 +63,7 @@ def oracle_rollouts(run: str, episodes: int) -> None:
     summary = read_oracle(run)
     env = gymnasium.make(summary["env_id"])
     for i, result in enumerate(summary["results"]):
-        model = PPO.load(Path(run) / f"task{i:02d}.zip", device="cpu")
+        model = PPO.load(model_path(run, i), device="cpu")
         task = DirectionTask(float(result["task"][0]))
         for deterministic in (False, True):
             length, distance, high = [], [], 0

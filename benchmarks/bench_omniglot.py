@@ -91,8 +91,10 @@ def main() -> None:
         losses = []
         for i in range(tasks.num_tasks):
             learner = l2l_maml.clone()
-            learner.adapt(torch.nn.functional.cross_entropy(learner(sx[i]), sy[i]))
-            losses.append(torch.nn.functional.cross_entropy(learner(qx[i]), qy[i]))
+            # the family's own loss, with the cloned module as the forward pass
+            forward = lambda _, x, learner=learner: learner(x)  # noqa: E731
+            learner.adapt(family.loss(forward, {}, (sx[i], sy[i])))
+            losses.append(family.loss(forward, {}, (qx[i], qy[i])))
         return torch.stack(losses).mean()
 
     def seconds_per_iteration(step) -> float:
