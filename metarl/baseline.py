@@ -26,8 +26,10 @@ def fit(
 ) -> Tensor:
     """Ridge weights per task: ``feats [N, M, d], returns [N, M] -> weights [N, d]``.
 
-    Solves ``(F^T F + reg I) w = F^T R`` with ``torch.linalg.lstsq``; a task whose solution is
-    not finite is refit with ``reg`` ten times larger (rllab's rule), up to ``attempts`` times.
+    Solves ``(F^T F + reg I) w = F^T R`` (rllab hands it to ``numpy.linalg.lstsq``; the system
+    is square and, with ``reg > 0``, nonsingular, so an LU solve gives the same answer to
+    round-off); a task whose solution is not finite, or a batch the solver refuses as
+    singular, is refit with ``reg`` ten times larger (rllab's rule), up to ``attempts`` times.
     """
     if feats.dim() != 3 or returns.shape != feats.shape[:2]:
         raise ValueError(
@@ -47,8 +49,10 @@ def fit(
     weights = torch.full((feats.shape[0], d), float("nan"), dtype=feats.dtype, device=feats.device)
     for _ in range(attempts):
         try:
-            w = torch.linalg.lstsq(gram + reg * eye, rhs).solution.squeeze(-1)
-        except RuntimeError:  # the LAPACK driver refused the system: regularise more
+            # Not torch.linalg.lstsq: its CPU default (MKL's gelsy) answers differently from call
+            # to call in the last bits, and rollouts after adaptation amplify them.
+            w = torch.linalg.solve(gram + reg * eye, rhs).squeeze(-1)
+        except RuntimeError:  # singular to working precision: regularise more
             reg *= 10
             continue
         bad = ~torch.isfinite(weights).all(-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, Normal, kl_divergence
@@ -71,6 +72,25 @@ def test_baseline_fits_each_task_and_ignores_padding():
     returns = torch.einsum("tned,nd->tne", baseline.features(obs, torch.ones(T, N, E)), w)
     values = baseline.fit_predict(obs, returns * mask + 50 * (1 - mask), mask)
     torch.testing.assert_close(values, returns * mask, atol=1e-3, rtol=1e-3)
+
+
+def test_baseline_fit_is_reproducible_and_matches_numpy():
+    # Ant-sized and badly scaled, like obs^2 and t^3 columns: MKL's default lstsq driver
+    # (gelsy) answered differently from call to call here, which made evaluations irreproducible.
+    N, M, d = 40, 2000, 60
+    g = torch.Generator().manual_seed(0)
+    scale = torch.logspace(-3, 3, d, dtype=torch.float64)
+    feats = torch.randn(N, M, d, generator=g, dtype=torch.float64) * scale
+    returns = torch.randn(N, M, generator=g, dtype=torch.float64)
+    first = baseline.fit(feats, returns)
+    shifts = []  # move the allocator's addresses between calls
+    for i in range(20):
+        shifts.append(torch.empty(7 * i + 1, dtype=torch.float64))
+        assert torch.equal(baseline.fit(feats, returns), first)
+    f, r = feats[0].numpy(), returns[0].numpy()
+    want = np.linalg.lstsq(f.T @ f + 1e-5 * np.eye(d), f.T @ r, rcond=None)[0]
+    # condition number ~1e12: weights agree to round-off times that, the fitted values closely
+    np.testing.assert_allclose(f @ first[0].numpy(), f @ want, atol=1e-4)
 
 
 def test_baseline_rejects_nan():
